@@ -1,0 +1,190 @@
+"""The ``rayspine`` command line.
+
+Heavy modules (torch, ray, monai) are imported inside each command so that ``rayspine --help``
+answers at once. Each command is a thin shell over one function of the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Disc masks, geometry and latent shape features from lumbar-spine MRI archives "
+    "(Perrone et al., Ann Biomed Eng 2025), on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = typer.Option(None, "--config", help="JSON file of config overrides, e.g. {\"ae\": {\"max_epochs\": 50}}")
+OverwriteOption = typer.Option(False, "--overwrite", help="Start afresh instead of resuming into OUT.")
+
+
+def _config(path: Optional[Path], **sections):
+    from .config import Config
+
+    data = json.loads(path.read_text()) if path else {}
+    for name, values in sections.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            data.setdefault(name, {}).update(values)
+    return Config.from_dict(data)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@app.command()
+def synth(
+    out: Path = typer.Argument(..., help="Folder for the SPIDER-layout demo archive."),
+    patients: int = typer.Option(24, help="Number of patients (one scan each)."),
+    sites: int = typer.Option(3, help="Number of institutions, each with its own scanner settings."),
+    seed: int = typer.Option(0, help="Same seed, byte-identical archive."),
+    size: str = typer.Option("full", help="'full' (SPIDER-like field of view) or 'small' (tiny volumes for tests)."),
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Synthesise a multi-site SPIDER-layout archive with ground truth (truth.parquet)."""
+    from .synth import synthesize_archive
+
+    truth = synthesize_archive(out, patients=patients, sites=sites, seed=seed, size=size, overwrite=overwrite)
+    typer.echo(f"wrote {truth['scan_id'].nunique()} scans, {len(truth)} discs, {truth['site'].nunique()} sites to {out}")
+
+
+@app.command("train-seg")
+def train_seg(
+    archive: Path = typer.Argument(..., help="Archive with images/ and masks/ (SPIDER layout)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder."),
+    network: Optional[str] = typer.Option(None, help="swinunetr | segresnet | unet (default: swinunetr on GPU, segresnet on CPU)."),
+    test_site: Optional[str] = typer.Option(None, help="Hold this institution out as the test set (as the paper did)."),
+    max_epochs: Optional[int] = typer.Option(None, help="Epoch limit (default 200)."),
+    config: Optional[Path] = ConfigOption,
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Train the disc segmenter with Ray Train; writes weights, model.json and metrics.json."""
+    from .runtime import init_ray
+    from .segment import train_segmenter
+
+    cfg = _config(config, seg={"network": network, "max_epochs": max_epochs})
+    init_ray()
+    metrics = train_segmenter(archive, out, cfg, test_site=test_site, overwrite=overwrite)
+    typer.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@app.command()
+def measure(
+    masks: Path = typer.Argument(..., help="SPIDER archive (its masks/ are used) or a folder of mask files."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder: discs.parquet, scans.parquet, crops.zarr."),
+    labels: Optional[Path] = typer.Option(None, help="Gradings CSV (default: the archive's radiological_gradings.csv)."),
+    config: Optional[Path] = ConfigOption,
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Disc instances, 64^3 crops and geometry from existing masks (e.g. ground truth), on Ray."""
+    from .measure import run_measure
+    from .runtime import init_ray
+
+    cfg = _config(config)
+    init_ray()
+    discs = run_measure(masks, out, cfg, labels=labels, overwrite=overwrite)
+    typer.echo(f"{len(discs)} discs measured -> {out / 'discs.parquet'}")
+
+
+@app.command("train-ae")
+def train_ae(
+    crops: List[Path] = typer.Argument(..., help="Output folders of `measure` or `run` (their crops.zarr)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Sweep folder: sweep.csv and bn<k>/ models."),
+    bottleneck: Optional[List[int]] = typer.Option(None, "--bottleneck", "-b", help="Sizes to sweep (default 64 8 4 3)."),
+    max_epochs: Optional[int] = typer.Option(None, help="Epoch limit per trial (default 1000)."),
+    heldout: Optional[float] = typer.Option(None, help="Fraction of discs held out to report unseen-disc IoU."),
+    config: Optional[Path] = ConfigOption,
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Train the disc autoencoder, one Ray Tune trial per bottleneck size, in parallel."""
+    from .runtime import init_ray
+    from .sweep import run_sweep
+
+    cfg = _config(
+        config,
+        ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout},
+    )
+    init_ray()
+    table = run_sweep(crops, out, cfg, overwrite=overwrite)
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def run(
+    archive: Path = typer.Argument(..., help="Archive to score (SPIDER layout or a folder of scans)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder; a re-run resumes."),
+    seg: Path = typer.Option(..., "--seg", help="Segmenter model folder (from train-seg)."),
+    ae: Optional[Path] = typer.Option(None, "--ae", help="Autoencoder sweep or model folder (from train-ae)."),
+    config: Optional[Path] = ConfigOption,
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """Score an archive as one streaming Ray Data graph: masks, geometry, latent features, report."""
+    from .pipeline import run_pipeline
+    from .runtime import init_ray
+
+    cfg = _config(config)
+    init_ray()
+    summary = run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=cfg, overwrite=overwrite)
+    typer.echo(summary)
+
+
+@app.command()
+def cv(
+    features: Path = typer.Argument(..., help="discs.parquet (from measure or run)."),
+    labels: Optional[Path] = typer.Option(None, help="Gradings CSV; optional when FEATURES has disc_narrowing."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for cv.csv, cv.md, roc.png."),
+    leaky_folds: bool = typer.Option(False, help="The paper's protocol: let one patient's discs span folds."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Cross-validate XGBoost disc-narrowing prediction on latent, geometric and both feature sets."""
+    from .classify import run_cv
+    from .runtime import init_ray
+
+    cfg = _config(config, cv={"group_by_patient": False if leaky_folds else None})
+    init_ray()
+    table = run_cv(features, out, cfg, labels=labels)
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def interpret(
+    ae: Path = typer.Option(..., "--ae", help="Autoencoder sweep or model folder."),
+    features: Path = typer.Option(..., "--features", help="discs.parquet with latent columns."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for traversal and correlation outputs."),
+    config: Optional[Path] = ConfigOption,
+) -> None:
+    """Latent traversal (decoded and measured) and latent-geometry correlations."""
+    from .interpret import run_interpret
+
+    cfg = _config(config)
+    paths = run_interpret(ae, features, out, cfg)
+    typer.echo("\n".join(str(p) for p in paths))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Folder for everything the demo makes."),
+    patients: int = typer.Option(24, help="Patients in the synthetic archive."),
+    overwrite: bool = OverwriteOption,
+) -> None:
+    """The whole paper on a synthetic multi-site archive, end to end, on a local Ray."""
+    from .demo import run_demo
+
+    run_demo(out, patients=patients, overwrite=overwrite)
+
+
+if __name__ == "__main__":
+    app()

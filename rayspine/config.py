@@ -1,0 +1,148 @@
+"""One typed configuration for the whole pipeline, with the paper's defaults.
+
+Every stage takes the piece it needs (``cfg.grid``, ``cfg.seg`` ...). Nothing here reads files or the
+environment: a config is built in code or from a JSON mapping (``Config.from_dict``), and its hash goes
+into every table and model card so results can be traced to the settings that made them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+Spacing = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    # Canonical grid every stage works on: patient orientation (ITK's LPS frame, so array axis 0 runs
+    # right->left, 1 anterior->posterior, 2 inferior->superior) and voxel spacing in mm on those axes.
+    orientation: str = "LPS"
+    spacing_mm: Spacing = (1.4, 1.2, 1.5)  # the paper's resampling target
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    # Header sanity limits, checked before any voxel is allocated.
+    max_voxels: int = 1024**3  # a larger declared volume is refused as absurd
+    max_dim: int = 4096  # per axis
+    min_spacing_mm: float = 0.01
+    max_spacing_mm: float = 50.0
+    orthonormal_tol: float = 1e-3  # |D^T D - I| tolerance on the direction matrix
+
+
+@dataclass(frozen=True)
+class DiscConfig:
+    crop_size: int = 64  # isotropic crop edge in voxels on the canonical grid (paper: 64^3)
+    min_fragment_mm3: float = 150.0  # connected pieces smaller than this are dropped and flagged
+    # A binary component larger than this multiple of the median disc volume is flagged as possibly
+    # two discs touching (we never split silently).
+    merged_volume_ratio: float = 1.8
+
+
+@dataclass(frozen=True)
+class SegConfig:
+    # Network by name: "swinunetr" (SwinUNETR-V2, the paper's, default on GPU), "segresnet", "unet".
+    network: str = "auto"  # auto: swinunetr when a GPU is present, segresnet on CPU
+    feature_size: int = 16  # width of the first stage; small keeps CPU training feasible
+    patch_size: tuple[int, int, int] = (64, 96, 96)  # training / sliding-window ROI on the canonical grid
+    batch_size: int = 4  # paper
+    learning_rate: float = 1e-3  # paper (Adam)
+    max_epochs: int = 200
+    patience: int = 15  # early stop after this many epochs without validation IoU gain (paper)
+    bce_weight: float = 1.0  # BCE + Dice, equal weights (paper)
+    dice_weight: float = 1.0
+    test_fraction: float = 0.2  # by patient, when no test site is named
+    val_fraction: float = 0.2  # of the non-test patients, for early stopping
+    samples_per_scan: int = 2  # random patches per scan and epoch, centred on discs 3 times in 4
+    sw_overlap: float = 0.25  # sliding-window overlap at inference
+    threshold: float = 0.5
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity normalisation
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AEConfig:
+    bottlenecks: tuple[int, ...] = (64, 8, 4, 3)  # the paper's sweep
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder widths, 64^3 -> 4^3
+    batch_size: int = 4  # paper
+    learning_rate: float = 1e-3
+    max_epochs: int = 1000
+    target_iou: float = 0.995  # converged when eval-mode training IoU exceeds this (paper)
+    heldout_fraction: float = 0.0  # the paper reported training IoU only
+    augment: bool = False  # random left-right flips of training crops
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    max_depth: int = 3  # paper
+    n_estimators: int = 200  # paper
+    learning_rate: float = 0.1  # paper
+    folds: int = 5  # paper
+    group_by_patient: bool = True  # the paper let one patient's discs span folds; we do not by default
+    n_bootstrap: int = 1000  # resamples for the 95% CI, by patient
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InterpretConfig:
+    points: int = 6  # traversal points from min to max (paper)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    # None: sized from the resources Ray reports, leaving CPUs for the read tasks.
+    seg_actors: int | None = None
+    encode_actors: int | None = None
+    batch_size: int = 1  # scans per segmentation call (scans differ in shape)
+
+
+@dataclass(frozen=True)
+class Config:
+    grid: GridConfig = field(default_factory=GridConfig)
+    limits: ScanLimits = field(default_factory=ScanLimits)
+    discs: DiscConfig = field(default_factory=DiscConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    ae: AEConfig = field(default_factory=AEConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    interpret: InterpretConfig = field(default_factory=InterpretConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Short stable hash of the settings, written into tables and model cards."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Build from a (partial) nested mapping; unknown keys are an error, not silently ignored."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        built = {}
+        for f in dataclasses.fields(cls):
+            default = getattr(cls(), f.name)
+            built[f.name] = _replace_checked(default, data.get(f.name, {}))
+        return cls(**built)
+
+    def replace(self, **sections: Any) -> Config:
+        """Copy with some fields of some sections changed: ``cfg.replace(ae={"max_epochs": 5})``."""
+        return Config.from_dict({**self.to_dict(), **{k: {**self.to_dict()[k], **v} for k, v in sections.items()}})
+
+
+def _replace_checked(section: Any, values: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(section)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {type(section).__name__} fields: {sorted(unknown)}")
+    # JSON turns tuples into lists; keep the declared tuple types.
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return dataclasses.replace(section, **fixed)

@@ -1,0 +1,151 @@
+"""Archive indexes: the SPIDER layout and plain folders of scans; SPIDER's metadata CSVs.
+
+An index is a DataFrame with one row per scan: ``scan_id, patient_id, site, image_path, mask_path,
+status, message``. Scans whose id cannot be a storage key (duplicates, path tricks) are kept in the
+index with status ``bad_id`` so they are reported, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..schema import LABEL_COLUMN, ScanStatus
+from .scans import is_scan_path, scan_stem
+
+INDEX_COLUMNS = ["scan_id", "patient_id", "site", "image_path", "mask_path", "status", "message"]
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+GRADINGS_COLUMNS = {
+    "Patient": "patient_id",
+    "IVD label": "level",
+    "Modic": "modic",
+    "UP endplate": "up_endplate",
+    "LOW endplate": "low_endplate",
+    "Spondylolisthesis": "spondylolisthesis",
+    "Disc herniation": "disc_herniation",
+    "Disc narrowing": LABEL_COLUMN,
+    "Disc bulging": "disc_bulging",
+    "Pfirrman grade": "pfirrmann_grade",  # SPIDER spells it "Pfirrman"
+}
+
+
+def is_spider_archive(root: str | Path) -> bool:
+    root = Path(root)
+    return (root / "images").is_dir() or (root / "masks").is_dir()
+
+
+def patient_of(scan_id: str) -> str:
+    """SPIDER's scan ids are ``<patient>_<series>``; elsewhere the leading number, else the id."""
+    match = re.match(r"^(\d+)", scan_id)
+    return match.group(1) if match else scan_id
+
+
+def index_archive(root: str | Path, use: str = "images") -> pd.DataFrame:
+    """Index an archive. ``use="images"`` pairs images with masks; ``use="masks"`` indexes masks alone.
+
+    A SPIDER archive is read from ``images/`` and ``masks/``; any other folder is taken as a folder of
+    scans (or masks) with an optional ``masks/`` folder of same-named masks inside it.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"archive folder not found: {root}")
+    spider = is_spider_archive(root)
+    scan_dir = root / use if spider else root
+    mask_dir = root / "masks"
+    rows = []
+    for path in _scan_entries(scan_dir):
+        scan_id = scan_stem(path)
+        mask = mask_dir / path.name if use == "images" else path
+        rows.append(
+            {
+                "scan_id": scan_id,
+                "patient_id": patient_of(scan_id),
+                "image_path": str(path) if use == "images" else None,
+                "mask_path": str(mask) if (mask.exists() or mask.is_symlink()) else None,
+            }
+        )
+    index = pd.DataFrame(rows, columns=["scan_id", "patient_id", "image_path", "mask_path"])
+    index["site"] = _sites(root, index["scan_id"]) if len(index) else []
+    index["status"], index["message"] = _id_problems(index["scan_id"])
+    return index[INDEX_COLUMNS].sort_values("scan_id", kind="stable").reset_index(drop=True)
+
+
+def _scan_entries(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    entries = []
+    for path in sorted(folder.iterdir()):
+        if path.name == "masks" or path.name.startswith("."):
+            continue
+        if is_scan_path(path) or (path.is_symlink() and not path.exists()):
+            entries.append(path)
+        elif path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+            entries.append(path)  # a DICOM series folder
+    return entries
+
+
+def _id_problems(scan_ids: pd.Series) -> tuple[list[str], list[str]]:
+    duplicated = scan_ids.duplicated(keep=False)
+    statuses, messages = [], []
+    for scan_id, dup in zip(scan_ids, duplicated):
+        if not SAFE_ID.match(scan_id) or ".." in scan_id:
+            statuses.append(ScanStatus.BAD_ID)
+            messages.append(f"scan id {scan_id!r} is not a safe storage key (letters, digits, . _ - only)")
+        elif dup:
+            statuses.append(ScanStatus.BAD_ID)
+            messages.append(f"scan id {scan_id!r} is shared by several files; rename them to be scored")
+        else:
+            statuses.append(ScanStatus.OK)
+            messages.append("")
+    return statuses, messages
+
+
+def _sites(root: Path, scan_ids: pd.Series) -> list[str]:
+    """Site of each scan from overview.csv: a ``site`` column when present, else the scanner model."""
+    overview_path = root / "overview.csv"
+    if not overview_path.exists():
+        return ["unknown"] * len(scan_ids)
+    overview = read_overview(overview_path).set_index("new_file_name")
+    if "site" in overview:
+        site = overview["site"].astype(str)
+    else:
+        site = (
+            overview["Manufacturer"].astype(str).str.strip()
+            + " "
+            + overview["ManufacturerModelName"].astype(str).str.strip()
+            + " "
+            + overview["MagneticFieldStrength"].astype(str)
+            + "T"
+        )
+    return [site.get(s, "unknown") for s in scan_ids]
+
+
+def read_overview(path: str | Path) -> pd.DataFrame:
+    overview = pd.read_csv(path)
+    if "new_file_name" not in overview:
+        raise ValueError(f"{path}: not a SPIDER overview.csv (no 'new_file_name' column)")
+    overview["sex"] = overview["sex"].astype(str).str.strip() if "sex" in overview else None
+    return overview
+
+
+def read_gradings(path: str | Path) -> pd.DataFrame:
+    """SPIDER's radiological_gradings.csv with snake-case columns; ``patient_id`` as a string.
+
+    Rows with ``IVD label`` 0 (two patients in SPIDER) are kept here; they match no disc level.
+    """
+    gradings = pd.read_csv(path)
+    missing = set(GRADINGS_COLUMNS) - set(gradings.columns)
+    if missing:
+        raise ValueError(f"{path}: not a SPIDER gradings file, missing columns {sorted(missing)}")
+    gradings = gradings.rename(columns=GRADINGS_COLUMNS)
+    gradings["patient_id"] = gradings["patient_id"].astype(str)
+    gradings["level"] = gradings["level"].astype(int)
+    return gradings
+
+
+def narrowing_labels(gradings: pd.DataFrame) -> pd.DataFrame:
+    """``patient_id, level, disc_narrowing`` for every graded disc with a real level (>= 1)."""
+    labels = gradings.loc[gradings["level"] >= 1, ["patient_id", "level", LABEL_COLUMN]]
+    return labels.drop_duplicates(["patient_id", "level"]).reset_index(drop=True)

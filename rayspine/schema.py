@@ -1,0 +1,107 @@
+"""Label conventions, table columns and their Arrow schemas: defined here once, used everywhere."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- SPIDER mask labels (van der Graaf et al. 2024) -------------------------------------------------
+# Vertebrae 1..25 from the bottom (L5 = 1), spinal canal 100, partly visible vertebrae 101..125,
+# discs 201..225 from the bottom (L5/S1 = 201). A disc's level is its number from the bottom.
+VERTEBRA_LABELS = range(1, 26)
+CANAL_LABEL = 100
+DISC_LABEL_OFFSET = 200
+MAX_DISC_LEVEL = 25
+
+
+def disc_label(level: int) -> int:
+    return DISC_LABEL_OFFSET + level
+
+
+def disc_level(label: int) -> int:
+    return label - DISC_LABEL_OFFSET
+
+
+def is_disc_label(label: int) -> bool:
+    return DISC_LABEL_OFFSET < label <= DISC_LABEL_OFFSET + MAX_DISC_LEVEL
+
+
+# --- statuses ------------------------------------------------------------------------------------
+# Per scan (scans.parquet) and per disc (discs.parquet). Bad input is a status, never a crash.
+class ScanStatus:
+    OK = "ok"
+    UNREADABLE = "unreadable"  # not an image file SimpleITK can read, truncated, missing data file
+    BAD_HEADER = "bad_header"  # not 3-D, absurd size, bad spacing or direction
+    BAD_VOXELS = "bad_voxels"  # no finite voxels, constant image
+    BAD_ID = "bad_id"  # scan id unusable as a storage key, or duplicated
+    GRID_MISMATCH = "grid_mismatch"  # image and mask grids disagree
+    NO_DISCS = "no_discs"
+
+
+class DiscStatus:
+    OK = "ok"
+    TOO_LARGE = "too_large"  # does not fit the crop: reported, never cut
+    POSSIBLY_MERGED = "possibly_merged"  # a component much larger than its neighbours: two discs touching?
+    FRAGMENTS_DROPPED = "fragments_dropped"  # measured, but small pieces of the label were dropped
+
+
+# --- columns --------------------------------------------------------------------------------------
+ID_COLUMNS = ["scan_id", "patient_id", "site", "level"]
+GEOMETRY_UNITS = {
+    "height_mm": "mm",
+    "ap_width_mm": "mm",
+    "lateral_width_mm": "mm",
+    "sagittal_angle_deg": "deg",
+    "transverse_angle_deg": "deg",
+    "coronal_angle_deg": "deg",
+    "volume_mm3": "mm3",
+}
+GEOMETRY_COLUMNS = list(GEOMETRY_UNITS)
+LABEL_COLUMN = "disc_narrowing"
+
+
+def latent_columns(k: int) -> list[str]:
+    return [f"z{i}" for i in range(k)]
+
+
+def latent_columns_of(columns) -> list[str]:
+    """The latent columns present in a table, in numeric order."""
+    found = [c for c in columns if c.startswith("z") and c[1:].isdigit()]
+    return sorted(found, key=lambda c: int(c[1:]))
+
+
+def _geometry_fields() -> list[pa.Field]:
+    return [pa.field(name, pa.float64(), metadata={"unit": unit}) for name, unit in GEOMETRY_UNITS.items()]
+
+
+def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) -> pa.Schema:
+    fields = [
+        pa.field("scan_id", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("site", pa.string()),
+        pa.field("level", pa.int32(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("message", pa.string()),
+        *_geometry_fields(),
+        pa.field("crop_index", pa.int64()),  # row in crops.zarr, -1 when no crop
+        pa.field(LABEL_COLUMN, pa.int8()),  # from the gradings when known, else null
+        *[pa.field(c, pa.float32()) for c in latent_columns(latent_dim)],
+    ]
+    return pa.schema(fields, metadata=metadata)
+
+
+SCANS_SCHEMA = pa.schema(
+    [
+        pa.field("scan_id", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("site", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("message", pa.string()),
+        pa.field("n_discs", pa.int32()),
+        pa.field("seconds_load", pa.float64(), metadata={"unit": "s"}),
+        pa.field("seconds_segment", pa.float64(), metadata={"unit": "s"}),
+        pa.field("seconds_measure", pa.float64(), metadata={"unit": "s"}),
+        pa.field("seconds_encode", pa.float64(), metadata={"unit": "s"}),
+        pa.field("node_id", pa.string()),  # the Ray node that segmented the scan
+    ]
+)
