@@ -165,3 +165,13 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(min(s, 128) for s in shape)
+
+
+def write_text_atomic(text: str, path: str | Path) -> Path:
+    """A small text file (CSV, Markdown) that appears whole or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,132 @@
+"""Matplotlib figures: each a function that takes data (never paths) and returns a Figure.
+
+The Agg backend is chosen here so figures render on headless workers and in tests. ``save`` writes a
+figure atomically and closes it; the HTML report can instead embed the Figure returned.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SLICE_NAMES = ("sagittal", "coronal", "transverse")
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix) via a temporary file, then close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path
+
+
+def roc_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "") -> Figure:
+    """ROC curves, one per entry ``name -> (y_true, score)``, with each curve's AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (y, score) in curves.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {roc_auc_score(y, score):.2f})")
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.set_title(title or "Disc narrowing, out-of-fold ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def central_slices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Central sagittal, coronal and transverse slices of an ``[x, y, z]`` (LPS) volume, each oriented
+    for display with ``origin="lower"``: sagittal (rows z up, columns y anterior->posterior), coronal
+    (rows z up, columns x), transverse (rows y, columns x)."""
+    cx, cy, cz = (s // 2 for s in volume.shape)
+    return volume[cx, :, :].T, volume[:, cy, :].T, volume[:, :, cz].T
+
+
+def traversal_montage(decoded: np.ndarray, values: np.ndarray | None = None, gap: int = 2) -> Figure:
+    """Montage of decoded discs: rows = latent features, columns = traversal steps, each cell the
+    central sagittal | coronal | transverse slices side by side.
+
+    ``decoded`` is ``(k, steps, X, Y, Z)`` (probabilities or masks); ``values`` ``(k, steps)``, when
+    given, the latent value at each step, printed in each cell's corner.
+    Drawn as one mosaic image (a single imshow), so a 64-feature sweep renders in seconds.
+    """
+    k, steps = decoded.shape[:2]
+    cells = [[np.hstack(_pad_gap(central_slices(decoded[i, j]), gap)) for j in range(steps)] for i in range(k)]
+    cell_h = max(c.shape[0] for row in cells for c in row)
+    cell_w = max(c.shape[1] for row in cells for c in row)
+    mosaic = np.full((k * (cell_h + gap), steps * (cell_w + gap)), np.nan, dtype=np.float32)
+    for i in range(k):
+        for j in range(steps):
+            c = cells[i][j]
+            # Row 0 at the top of the figure: flip the row index since imshow uses origin="lower".
+            r0 = (k - 1 - i) * (cell_h + gap)
+            c0 = j * (cell_w + gap)
+            mosaic[r0 : r0 + c.shape[0], c0 : c0 + c.shape[1]] = c
+    width = min(2.0 + steps * 2.4, 30)
+    fig, ax = plt.subplots(figsize=(width, max(2.0, width * mosaic.shape[0] / mosaic.shape[1])))
+    cmap = matplotlib.colormaps["gray"].copy()
+    cmap.set_bad("white")
+    ax.imshow(mosaic, origin="lower", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([(k - 1 - i) * (cell_h + gap) + cell_h / 2 for i in range(k)], [f"z{i}" for i in range(k)])
+    ax.set_xticks([j * (cell_w + gap) + cell_w / 2 for j in range(steps)], [f"step {j}" for j in range(steps)])
+    ax.tick_params(length=0, labelsize=7)
+    if values is not None:
+        for i in range(k):
+            for j in range(steps):
+                ax.text(
+                    j * (cell_w + gap) + 2, (k - 1 - i) * (cell_h + gap) + cell_h - 2, f"{values[i, j]:.2g}",
+                    color="yellow", fontsize=5, va="top",
+                )
+    ax.set_title("Latent traversal: central " + " | ".join(SLICE_NAMES) + " slices", fontsize=9)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    return fig
+
+
+def _pad_gap(slices: Sequence[np.ndarray], gap: int) -> list[np.ndarray]:
+    """Slices of one cell, each padded to a common height, with NaN gaps (drawn white) between."""
+    h = max(s.shape[0] for s in slices)
+    out = []
+    for n, s in enumerate(slices):
+        padded = np.full((h, s.shape[1]), np.nan, dtype=np.float32)
+        padded[: s.shape[0]] = s
+        out.append(padded)
+        if n < len(slices) - 1:
+            out.append(np.full((h, gap), np.nan, dtype=np.float32))
+    return out
+
+
+def correlation_heatmap(table: pd.DataFrame, title: str = "") -> Figure:
+    """Heatmap of Pearson r from a long table ``latent, feature, r, p`` (rows latents, columns features);
+    cells with p < 0.05 carry a dot."""
+    r = table.pivot(index="latent", columns="feature", values="r")
+    p = table.pivot(index="latent", columns="feature", values="p")
+    rows = list(dict.fromkeys(table["latent"]))
+    cols = list(dict.fromkeys(table["feature"]))
+    r, p = r.loc[rows, cols], p.loc[rows, cols]
+    fig, ax = plt.subplots(figsize=(min(2 + 0.35 * len(cols), 30), min(1.5 + 0.3 * len(rows), 30)))
+    image = ax.imshow(r.to_numpy(dtype=float), cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    sig = np.argwhere(p.to_numpy(dtype=float) < 0.05)
+    if len(sig):
+        ax.scatter(sig[:, 1], sig[:, 0], s=4, c="k", marker="o", label="p < 0.05")
+        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.12), fontsize=7, frameon=False)
+    fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
+    ax.set_title(title or "Latent vs geometric (and latent) features", fontsize=9)
+    return fig

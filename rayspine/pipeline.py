@@ -1,0 +1,136 @@
+"""The streaming scoring graph: the only module that builds Ray Data pipelines.
+
+    index -> load (CPU task) -> segment (model actor pool) -> measure + write mask/crops (CPU task)
+          -> encode (model actor pool, optional) -> write the scan's table parts (CPU task)
+
+Exactly-once, resumable output: a scan's rows are written as per-scan Parquet parts, the ``scans``
+part last, each atomically. A scan whose ``scans`` part exists is complete and is skipped on a
+re-run; anything a killed run left half-written is simply written again. The consolidated tables are
+rebuilt from the parts at the end, so they never hold a row twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from . import stages
+from .config import Config
+from .io.archive import index_archive
+from .io.store import completed_parts, consolidate_parts, write_json_atomic
+from .schema import SCANS_SCHEMA, ScanStatus, discs_schema
+
+log = logging.getLogger(__name__)
+RUN_MARKER = "run.json"
+OUTPUTS = ("masks.zarr", "crops.zarr", "parts", "discs.parquet", "scans.parquet", "report.html", "report_files")
+
+
+def prepare_output(out: Path, marker: str, overwrite: bool) -> None:
+    """Refuse to mix outputs: OUT must be empty, or a previous output of the same command (resume)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not (out / marker).exists():
+            raise FileExistsError(f"{out} is not empty and holds no {marker}: choose another folder")
+        if overwrite:
+            for name in (*OUTPUTS, marker):
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_pipeline(
+    archive: Path,
+    out: Path,
+    seg_dir: Path,
+    ae_dir: Path | None = None,
+    cfg: Config = Config(),
+    overwrite: bool = False,
+    labels: Path | None = None,
+) -> str:
+    """Score every scan of ``archive`` into ``out``; returns a one-paragraph summary."""
+    out = Path(out)
+    prepare_output(out, RUN_MARKER, overwrite)
+    index = index_archive(archive, use="images")
+    if index.empty:
+        raise FileNotFoundError(f"no scans found in {archive}")
+    write_json_atomic(
+        {"archive": str(archive), "seg": str(seg_dir), "ae": str(ae_dir) if ae_dir else None, "config": cfg.to_dict()},
+        out / RUN_MARKER,
+    )
+    done = completed_parts(out, "scans")
+    for row in index[(index.status != ScanStatus.OK) & ~index.scan_id.isin(done)].itertuples():
+        stages.write_scan_parts(out, stages.failed_scan(row._asdict(), row.status, row.message), labels_table=None)
+    todo = index[(index.status == ScanStatus.OK) & ~index.scan_id.isin(done)]
+    log.info("%d scans in the archive, %d already complete, %d to score", len(index), len(done), len(todo))
+
+    started = time.perf_counter()
+    if len(todo):
+        dataset = build_graph(todo, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, archive, labels)
+        for n, row in enumerate(dataset.iter_rows(), start=1):
+            log.info("[%d/%d] %s: %s, %d discs", n, len(todo), row["scan_id"], row["status"], row["n_discs"])
+    seconds = time.perf_counter() - started
+
+    latent_dim = stages.latent_dim(ae_dir)
+    metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
+    discs = consolidate_parts(out, "discs", discs_schema(latent_dim, metadata))
+    scans = consolidate_parts(out, "scans", SCANS_SCHEMA.with_metadata(metadata))
+    summary = summarise(scans.to_pandas(), discs.to_pandas(), seconds, out)
+    from .report import write_report
+
+    write_report(out)
+    log.info(summary)
+    return summary
+
+
+def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, archive, labels):
+    """The Ray Data graph over the scans still to do (nothing runs until it is iterated)."""
+    import ray
+
+    from .runtime import model_pool_plan
+
+    labels_table = stages.load_labels(archive, labels)
+    rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
+    seg_plan = model_pool_plan(cfg.pipeline.seg_actors)
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=1)
+    dataset = dataset.map_batches(
+        stages.SegmentScans,
+        fn_constructor_kwargs={"model_dir": seg_dir},
+        batch_size=cfg.pipeline.batch_size,
+        batch_format="numpy",
+        concurrency=seg_plan.size,
+        num_cpus=seg_plan.num_cpus,
+        num_gpus=seg_plan.num_gpus,
+    )
+    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1)
+    if ae_dir is not None:
+        ae_plan = model_pool_plan(cfg.pipeline.encode_actors)
+        dataset = dataset.map_batches(
+            stages.EncodeDiscs,
+            fn_constructor_kwargs={"model_dir": ae_dir},
+            batch_size=cfg.pipeline.batch_size,
+            batch_format="numpy",
+            concurrency=ae_plan.size,
+            num_cpus=ae_plan.num_cpus,
+            num_gpus=ae_plan.num_gpus,
+        )
+    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25)
+
+
+def summarise(scans: pd.DataFrame, discs: pd.DataFrame, seconds: float, out: Path) -> str:
+    counts = scans["status"].value_counts().to_dict() if len(scans) else {}
+    lines = [
+        f"{len(scans)} scans ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}), "
+        f"{len(discs)} discs, in {seconds:.1f} s",
+        f"  tables : {out / 'scans.parquet'}, {out / 'discs.parquet'}",
+        f"  masks  : {out / 'masks.zarr'}",
+        f"  report : {out / 'report.html'}",
+    ]
+    bad = scans[scans["status"] != ScanStatus.OK] if len(scans) else scans
+    for row in bad.head(10).itertuples():
+        lines.append(f"  ! {row.scan_id}: {row.status}: {row.message}")
+    return "\n".join(lines)

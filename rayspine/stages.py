@@ -1,0 +1,182 @@
+"""Thin Ray Data stage wrappers around the package's functions, one per step of the scoring graph.
+
+Rows are plain dicts: ids, ``status``/``message``, per-stage seconds, and the arrays of the step at
+hand (``voxels`` until segmentation, ``mask`` until measurement, ``crops`` until encoding). Each stage
+drops the arrays it no longer needs, so what flows downstream stays small. A scan that failed an
+earlier stage passes through the later ones untouched, carrying its status to ``scans.parquet``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .config import Config
+from .io.archive import narrowing_labels, read_gradings
+from .io.scans import ScanError, read_scan
+from .io.store import part_path, write_crops_zarr, write_mask_zarr, write_parquet_atomic
+from .schema import LABEL_COLUMN, SCANS_SCHEMA, ScanStatus, discs_schema, latent_columns
+from .volume import Volume
+
+EMPTY_3D = np.zeros((0, 0, 0), np.uint8)
+EMPTY_CROPS = np.zeros((0, 0, 0, 0), np.uint8)
+
+
+def _grid_of(volume: Volume) -> str:
+    return json.dumps(volume.grid())
+
+
+def _volume(voxels: np.ndarray, grid: str) -> Volume:
+    g = json.loads(grid)
+    return Volume(np.asarray(voxels), tuple(g["spacing"]), tuple(g["origin"]), tuple(g["direction"]))
+
+
+def failed_scan(row: dict, status: str, message: str) -> dict:
+    return {
+        "scan_id": row["scan_id"],
+        "patient_id": row.get("patient_id"),
+        "site": row.get("site"),
+        "image_path": row.get("image_path"),
+        "status": status,
+        "message": message,
+        "n_discs": 0,
+    }
+
+
+def load_scan(row: dict, cfg: Config) -> dict:
+    """CPU: read and validate one scan (header first, then voxels)."""
+    started = time.perf_counter()
+    try:
+        volume = read_scan(row["image_path"], cfg.limits)
+        row.update(status=ScanStatus.OK, message="", voxels=volume.voxels, grid=_grid_of(volume))
+    except ScanError as err:
+        row.update(status=err.status, message=err.reason, voxels=EMPTY_3D, grid="")
+    row["seconds_load"] = time.perf_counter() - started
+    return row
+
+
+class SegmentScans:
+    """Model actor: the segmenter is loaded once, then predicts each scan's disc foreground."""
+
+    def __init__(self, model_dir: Path):
+        import ray
+
+        from .segment import Segmenter
+
+        self.segmenter = Segmenter.load(model_dir)
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        masks, seconds = [], []
+        for i, status in enumerate(batch["status"]):
+            started = time.perf_counter()
+            if status == ScanStatus.OK:
+                volume = _volume(batch["voxels"][i], batch["grid"][i])
+                masks.append(self.segmenter.predict(volume).voxels.astype(np.uint8))
+            else:
+                masks.append(EMPTY_3D)
+            seconds.append(time.perf_counter() - started)
+        batch = {k: v for k, v in batch.items() if k != "voxels"}
+        batch.update(mask=_ragged(masks), seconds_segment=np.asarray(seconds), node_id=np.asarray([self.node_id] * len(masks)))
+        return batch
+
+
+def measure_and_store(row: dict, out: str, cfg: Config) -> dict:
+    """CPU: disc instances and levels, the label mask to Zarr, crops to Zarr, geometry rows."""
+    from .measure import measure_mask
+
+    started = time.perf_counter()
+    out = Path(out)
+    mask = row.pop("mask", None)
+    row.update(crops=EMPTY_CROPS, disc_rows="[]", n_discs=0)
+    if row["status"] == ScanStatus.OK:
+        mask = _volume(mask, row["grid"])
+        measured = measure_mask(mask, cfg, binary=True)
+        write_mask_zarr(out / "masks.zarr", row["scan_id"], mask.with_voxels(measured.labels))
+        write_crops_zarr(out / "crops.zarr", row["scan_id"], measured.crops, measured.levels)
+        row.update(status=measured.status, message=measured.message, crops=measured.crops)
+        row.update(disc_rows=json.dumps(measured.rows, default=float), n_discs=len(measured.rows))
+    row["seconds_measure"] = time.perf_counter() - started
+    return row
+
+
+class EncodeDiscs:
+    """Model actor: the autoencoder is loaded once, then encodes each scan's disc crops."""
+
+    def __init__(self, model_dir: Path):
+        from .autoencoder import load_autoencoder
+
+        self.model = load_autoencoder(model_dir)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        latents, seconds = [], []
+        for crops in batch["crops"]:
+            started = time.perf_counter()
+            crops = np.asarray(crops)
+            if crops.ndim == 4 and len(crops):
+                latents.append(self.model.encode(crops).astype(np.float32))
+            else:
+                latents.append(np.zeros((0, self.model.bottleneck), np.float32))
+            seconds.append(time.perf_counter() - started)
+        batch = {k: v for k, v in batch.items() if k != "crops"}
+        batch.update(latent=_ragged(latents), seconds_encode=np.asarray(seconds))
+        return batch
+
+
+def write_parts_row(row: dict, out: str, labels_table: pd.DataFrame | None) -> dict:
+    """CPU: the scan's rows as Parquet parts; the ``scans`` part last, marking the scan complete."""
+    write_scan_parts(Path(out), row, labels_table)
+    return {"scan_id": row["scan_id"], "status": row["status"], "n_discs": int(row.get("n_discs") or 0)}
+
+
+def write_scan_parts(out: Path, row: dict, labels_table: pd.DataFrame | None) -> None:
+    discs = pd.DataFrame(json.loads(row.get("disc_rows") or "[]"))
+    latent = np.asarray(row["latent"]) if row.get("latent") is not None else None
+    if len(discs):
+        for key in ("scan_id", "patient_id", "site"):
+            discs[key] = row.get(key)
+        if latent is not None and latent.ndim == 2 and latent.shape[0] == len(discs):
+            for j, name in enumerate(latent_columns(latent.shape[1])):
+                discs[name] = latent[:, j]
+        discs[LABEL_COLUMN] = join_labels(discs, labels_table)
+    k = latent.shape[1] if latent is not None and latent.ndim == 2 else 0
+    schema = discs_schema(k)
+    table = pa.Table.from_pandas(discs.reindex(columns=schema.names), schema=schema, preserve_index=False)
+    write_parquet_atomic(table, part_path(out, "discs", row["scan_id"]))
+    scan = {name: row.get(name) for name in SCANS_SCHEMA.names}
+    scan["path"] = row.get("image_path")
+    scan["n_discs"] = int(row.get("n_discs") or 0)
+    write_parquet_atomic(pa.Table.from_pylist([scan], schema=SCANS_SCHEMA), part_path(out, "scans", row["scan_id"]))
+
+
+def join_labels(discs: pd.DataFrame, labels_table: pd.DataFrame | None) -> pd.Series:
+    if labels_table is None or not len(discs):
+        return pd.Series([None] * len(discs), dtype="Int8")
+    keys = discs[["patient_id", "level"]].astype({"patient_id": str, "level": int})
+    joined = keys.merge(labels_table, on=["patient_id", "level"], how="left")
+    return joined[LABEL_COLUMN].astype("Int8").reset_index(drop=True)
+
+
+def load_labels(archive: Path, labels: Path | None) -> pd.DataFrame | None:
+    path = Path(labels) if labels else Path(archive) / "radiological_gradings.csv"
+    return narrowing_labels(read_gradings(path)) if path.is_file() else None
+
+
+def latent_dim(ae_dir: Path | None) -> int:
+    if ae_dir is None:
+        return 0
+    from .autoencoder import load_autoencoder
+
+    return int(load_autoencoder(ae_dir).bottleneck)
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """An object array of per-row arrays (Ray Data stores them as variable-shaped tensors)."""
+    holder = np.empty(len(arrays), dtype=object)
+    holder[:] = arrays
+    return holder
