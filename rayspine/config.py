@@ -75,6 +75,12 @@ class AEConfig:
     heldout_fraction: float = 0.0  # the paper reported training IoU only
     augment: bool = False  # random left-right flips of training crops
     seed: int = 0
+    # Added for the training loop (issue 5):
+    eval_batch_size: int = 16  # crops per forward pass when scoring IoU in eval mode (no effect on results)
+    channels_last: bool = True  # channels-last 3-D memory format: measured faster on CPU (bench/autoencoder.md)
+    compile: bool = False  # torch.compile the training step (see bench/autoencoder.md for what it gives)
+    amp: bool = True  # bfloat16 autocast on a GPU (ignored on CPU)
+    checkpoint_seconds: float = 30.0  # at most this long of training is lost when a trial is interrupted
 
 
 @dataclass(frozen=True)

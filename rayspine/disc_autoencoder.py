@@ -15,10 +15,13 @@ Nothing here trains, loads files or knows about Ray (see ``autoencoder.py`` and 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 ARCHITECTURE = "DiscAutoencoder"
+FOREGROUND_PRIOR = 0.02  # share of a 64^3 crop a lumbar disc fills at the canonical spacing
 
 
 def _down(c_in: int, c_out: int) -> nn.Sequential:
@@ -66,6 +69,9 @@ class DiscAutoencoder(nn.Module):
         self.decoder = nn.Sequential(
             *[_up(a, b, last=(i == stages - 1)) for i, (a, b) in enumerate(zip(back[:-1], back[1:]))]
         )
+        # Start the output at the log-odds of a typical disc's share of the crop (~2%), not at 50%:
+        # otherwise the first epochs are spent learning that the background is background.
+        nn.init.constant_(self.decoder[-1].bias, math.log(FOREGROUND_PRIOR / (1 - FOREGROUND_PRIOR)))
 
     def kwargs(self) -> dict:
         """Constructor arguments, for the model card (``DiscAutoencoder(**kwargs)`` rebuilds it)."""

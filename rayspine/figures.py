@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -57,58 +57,48 @@ def central_slices(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return volume[cx, :, :].T, volume[:, cy, :].T, volume[:, :, cz].T
 
 
-def traversal_montage(decoded: np.ndarray, values: np.ndarray | None = None, gap: int = 2) -> Figure:
+def traversal_montage(slices: np.ndarray, values: np.ndarray | None = None, gap: int = 2) -> Figure:
     """Montage of decoded discs: rows = latent features, columns = traversal steps, each cell the
     central sagittal | coronal | transverse slices side by side.
 
-    ``decoded`` is ``(k, steps, X, Y, Z)`` (probabilities or masks); ``values`` ``(k, steps)``, when
-    given, the latent value at each step, printed in each cell's corner.
-    Drawn as one mosaic image (a single imshow), so a 64-feature sweep renders in seconds.
+    ``slices`` is ``(k, steps, 3, H, W)``: ``central_slices`` of each decoded disc (probabilities or
+    masks in [0, 1]); ``values`` ``(k, steps)``, when given, the latent value printed in each cell's
+    corner. Drawn as one mosaic image (a single imshow), so a 64-feature sweep renders in seconds.
     """
-    k, steps = decoded.shape[:2]
-    cells = [[np.hstack(_pad_gap(central_slices(decoded[i, j]), gap)) for j in range(steps)] for i in range(k)]
-    cell_h = max(c.shape[0] for row in cells for c in row)
-    cell_w = max(c.shape[1] for row in cells for c in row)
-    mosaic = np.full((k * (cell_h + gap), steps * (cell_w + gap)), np.nan, dtype=np.float32)
-    for i in range(k):
-        for j in range(steps):
-            c = cells[i][j]
-            # Row 0 at the top of the figure: flip the row index since imshow uses origin="lower".
-            r0 = (k - 1 - i) * (cell_h + gap)
-            c0 = j * (cell_w + gap)
-            mosaic[r0 : r0 + c.shape[0], c0 : c0 + c.shape[1]] = c
+    mosaic, (cell_h, cell_w) = montage_mosaic(slices, gap)
+    k, steps = slices.shape[:2]
     width = min(2.0 + steps * 2.4, 30)
     fig, ax = plt.subplots(figsize=(width, max(2.0, width * mosaic.shape[0] / mosaic.shape[1])))
     cmap = matplotlib.colormaps["gray"].copy()
     cmap.set_bad("white")
-    ax.imshow(mosaic, origin="lower", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks([(k - 1 - i) * (cell_h + gap) + cell_h / 2 for i in range(k)], [f"z{i}" for i in range(k)])
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([i * (cell_h + gap) + cell_h / 2 for i in range(k)], [f"z{i}" for i in range(k)])
     ax.set_xticks([j * (cell_w + gap) + cell_w / 2 for j in range(steps)], [f"step {j}" for j in range(steps)])
     ax.tick_params(length=0, labelsize=7)
     if values is not None:
         for i in range(k):
             for j in range(steps):
-                ax.text(
-                    j * (cell_w + gap) + 2, (k - 1 - i) * (cell_h + gap) + cell_h - 2, f"{values[i, j]:.2g}",
-                    color="yellow", fontsize=5, va="top",
-                )
-    ax.set_title("Latent traversal: central " + " | ".join(SLICE_NAMES) + " slices", fontsize=9)
+                ax.text(j * (cell_w + gap) + 1, i * (cell_h + gap) + 1, f"{values[i, j]:.2g}", color="yellow", fontsize=5, va="top")
+    ax.set_title("Latent traversal: central " + " | ".join(SLICE_NAMES) + " slices (min -> max)", fontsize=9)
     for side in ax.spines.values():
         side.set_visible(False)
     return fig
 
 
-def _pad_gap(slices: Sequence[np.ndarray], gap: int) -> list[np.ndarray]:
-    """Slices of one cell, each padded to a common height, with NaN gaps (drawn white) between."""
-    h = max(s.shape[0] for s in slices)
-    out = []
-    for n, s in enumerate(slices):
-        padded = np.full((h, s.shape[1]), np.nan, dtype=np.float32)
-        padded[: s.shape[0]] = s
-        out.append(padded)
-        if n < len(slices) - 1:
-            out.append(np.full((h, gap), np.nan, dtype=np.float32))
-    return out
+def montage_mosaic(slices: np.ndarray, gap: int = 2) -> tuple[np.ndarray, tuple[int, int]]:
+    """The montage as one 2-D image, top row first (for ``imshow`` with its default upper origin), NaN
+    in the gaps; and the cell size. Each slice is flipped vertically so that superior (or posterior,
+    for the transverse slice) is up, as ``central_slices`` orients them for a lower origin."""
+    slices = np.asarray(slices, dtype=np.float32)
+    k, steps, n, h, w = slices.shape
+    cell_h, cell_w = h, n * w + (n - 1) * gap
+    mosaic = np.full((k * (cell_h + gap) - gap, steps * (cell_w + gap) - gap), np.nan, dtype=np.float32)
+    for i in range(k):
+        for j in range(steps):
+            for s in range(n):
+                r0, c0 = i * (cell_h + gap), j * (cell_w + gap) + s * (w + gap)
+                mosaic[r0 : r0 + h, c0 : c0 + w] = slices[i, j, s][::-1]
+    return mosaic, (cell_h, cell_w)
 
 
 def correlation_heatmap(table: pd.DataFrame, title: str = "") -> Figure:

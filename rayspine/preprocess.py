@@ -46,15 +46,20 @@ def to_canonical(volume: Volume, spacing_mm, interpolation: str = "linear", orie
     return resample(to_canonical_orientation(volume, orientation), spacing_mm, interpolation)
 
 
-def to_scan_grid(mask: Volume, reference: Volume) -> Volume:
-    """Nearest-neighbour resampling of a (canonical-grid) label mask onto ``reference``'s grid."""
+def to_scan_grid(mask: Volume, reference: Volume, interpolation: str = "nearest") -> Volume:
+    """Resample a canonical-grid volume onto ``reference``'s grid (outside it: 0).
+
+    ``"nearest"`` (default) for label masks, giving uint8; ``"linear"`` for probability maps, giving
+    float32, so a map thresholded after the way back keeps sub-voxel boundaries on thick slices.
+    """
+    nearest = interpolation == "nearest"
     out = sitk.Resample(
         to_sitk(mask),
         to_sitk(reference.with_voxels(np.zeros(reference.shape, np.uint8))),
         sitk.Transform(),
-        sitk.sitkNearestNeighbor,
+        {"nearest": sitk.sitkNearestNeighbor, "linear": sitk.sitkLinear}[interpolation],
         0,
-        sitk.sitkUInt8,
+        sitk.sitkUInt8 if nearest else sitk.sitkFloat32,
     )
     return from_sitk(out)
 

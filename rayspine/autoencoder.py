@@ -1,0 +1,440 @@
+"""Training, scoring and loading of the disc autoencoder (the network itself is in ``disc_autoencoder.py``).
+
+Convergence is judged the way the model is used: IoU between each training crop and its thresholded
+reconstruction, over the whole training set, with the network in **eval mode** (batch norm on its
+running statistics). In training mode batch norm normalises each batch with that batch's own statistics,
+so a disc's reconstruction depends on the other discs in its batch; a rule read off training-mode
+batches can report 0.995 while the same weights score a disc alone at 0.8. Here a disc scored alone
+and in a batch gives the same code and the same IoU.
+
+Crops stay ``uint8`` until a batch is formed (a 64^3 crop is 256 KiB as uint8, 1 MiB as float32).
+Training is a plain function with no Ray inside; ``sweep.py`` runs one call per Ray Tune trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import AEConfig
+from .disc_autoencoder import ARCHITECTURE, DiscAutoencoder
+from .io.models import ModelFileError, load_card, load_weights, save_model
+from .io.store import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+DEFAULT_FILE = "default.json"  # in a sweep folder: which bn<k>/ is the default model
+KIND = "autoencoder"
+
+
+# --- pure numpy helpers --------------------------------------------------------------------------
+def iou_per_disc(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """IoU of each pair of binary masks ``(n, ...)``; two empty masks agree perfectly (1.0)."""
+    a = np.asarray(truth).astype(bool).reshape(len(truth), -1)
+    b = np.asarray(predicted).astype(bool).reshape(len(predicted), -1)
+    inter = np.count_nonzero(a & b, axis=1)
+    union = np.count_nonzero(a | b, axis=1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval over discs (NaN bounds for fewer than two discs)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    if values.size < 2 or np.all(values == values[0]):
+        return mean, (mean if values.size > 1 else float("nan")), (mean if values.size > 1 else float("nan"))
+    low, high = stats.t.interval(level, values.size - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(low), float(high)
+
+
+def data_hash(*arrays: np.ndarray | None) -> str:
+    """Short hash of the training (and held-out) crops: the card says what data made the weights."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a, dtype=np.uint8)
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def flip_left_right(crop: np.ndarray) -> np.ndarray:
+    """Mirror a crop along axis 0 (right<->left), shifted back so its centre of mass stays where it was.
+
+    A plain ``[::-1]`` moves the centre from voxel c to 63 - c (off by one for a crop centred at 32),
+    and a one-voxel shift of a thin disc costs more IoU than most shape differences.
+    """
+    flipped = crop[::-1]
+    profile = crop.reshape(crop.shape[0], -1).sum(axis=1).astype(float)
+    if profile.sum() == 0:
+        return np.ascontiguousarray(flipped)
+    axis = np.arange(crop.shape[0])
+    centre = (profile * axis).sum() / profile.sum()
+    shift = int(round(centre - (crop.shape[0] - 1 - centre)))
+    return np.ascontiguousarray(np.roll(flipped, shift, axis=0))
+
+
+# --- torch helpers -------------------------------------------------------------------------------
+def _device(device=None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _to_batch(crops: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8/bool ``(b, s, s, s)`` -> float 0/1 ``(b, 1, s, s, s)`` on the device; the only float copy."""
+    x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8)).to(device, non_blocking=True)
+    x = (x.unsqueeze(1) > 0).float()  # 0/1 whatever the foreground value (1, 255 ...)
+    return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
+
+
+def _check_crops(crops: np.ndarray, size: int) -> np.ndarray:
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (size,) * 3:
+        raise ValueError(f"crops must be (n, {size}, {size}, {size}), got {crops.shape}")
+    if crops.dtype == bool:
+        return crops.view(np.uint8)
+    if crops.dtype != np.uint8:
+        raise ValueError(f"crops must be uint8 or bool binary masks, got {crops.dtype}")
+    return crops
+
+
+def evaluate_iou(net: DiscAutoencoder, crops: np.ndarray, batch_size: int = 16, device=None, channels_last: bool = True) -> np.ndarray:
+    """Per-disc IoU of input and thresholded reconstruction, in eval mode (batch norm on running stats)."""
+    device = _device(device) if device is not None else next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = np.empty(len(crops), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            x = _to_batch(crops[start : start + batch_size], device, channels_last)
+            pred = net(x) > 0  # logit > 0 is sigmoid > 0.5: no sigmoid needed to threshold
+            x = x > 0.5
+            inter = (x & pred).flatten(1).sum(1)
+            union = (x | pred).flatten(1).sum(1)
+            iou = torch.where(union > 0, inter.double() / union.clamp(min=1).double(), torch.ones_like(union, dtype=torch.double))
+            out[start : start + len(iou)] = iou.cpu().numpy()
+    net.train(was_training)
+    return out
+
+
+# --- training ------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    net: DiscAutoencoder  # final weights, eval mode, on the CPU
+    bottleneck: int
+    converged: bool
+    epochs: int  # epochs trained in all (including those of an interrupted run that was resumed)
+    train_iou: np.ndarray  # per training disc, eval mode, final weights
+    heldout_iou: np.ndarray | None  # per held-out disc, or None
+    history: list[dict] = field(default_factory=list)  # one dict per epoch: loss, IoUs, seconds
+    seconds: float = 0.0  # training time in all runs
+    started: str = ""  # ISO time this run began (UTC)
+    ended: str = ""
+    resumed_epoch: int = 0  # epoch the checkpoint restored (0: fresh start)
+    data_hash: str = ""
+    device: str = "cpu"
+
+    def metrics(self) -> dict:
+        mean, low, high = mean_ci(self.train_iou)
+        h = mean_ci(self.heldout_iou) if self.heldout_iou is not None else (float("nan"),) * 3
+        return {
+            "converged": bool(self.converged),
+            "epochs": int(self.epochs),
+            "train_iou": mean,
+            "train_iou_ci_low": low,
+            "train_iou_ci_high": high,
+            "train_iou_min": float(np.min(self.train_iou)) if len(self.train_iou) else float("nan"),
+            "heldout_iou": h[0],
+            "heldout_iou_ci_low": h[1],
+            "heldout_iou_ci_high": h[2],
+            "n_train": int(len(self.train_iou)),
+            "n_heldout": int(len(self.heldout_iou)) if self.heldout_iou is not None else 0,
+            "seconds": float(self.seconds),
+            "seconds_per_epoch": float(self.seconds / max(1, self.epochs)),
+            "started": self.started,
+            "ended": self.ended,
+            "device": self.device,
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flips = rng.random(len(batch)) < 0.5
+    return np.stack([flip_left_right(c) if f else c for c, f in zip(batch, flips)])
+
+
+def train_autoencoder(
+    crops: np.ndarray,
+    bottleneck: int,
+    cfg: AEConfig,
+    out_dir: Path | None = None,
+    heldout: np.ndarray | None = None,
+    progress: Callable[[dict], None] | None = None,
+    device=None,
+) -> TrainResult:
+    """Train one autoencoder of the given bottleneck on binary crops until eval-mode IoU > target.
+
+    Each epoch: one pass of Adam on BCE-with-logits over shuffled batches of ``cfg.batch_size``, then
+    the IoU of every training crop (and held-out crop) in eval mode. It stops when the mean training IoU
+    exceeds ``cfg.target_iou`` (converged) or after ``cfg.max_epochs`` (not converged). With ``out_dir``
+    a checkpoint is kept there and a later call with the same data and settings resumes from it.
+    ``progress`` is called with each epoch's metrics (the Tune trial reports them).
+    The shuffle of epoch e depends only on ``(seed, e)``, so a resumed run retraces a fresh one.
+    """
+    crops = np.asarray(crops)
+    crops = _check_crops(crops, crops.shape[1] if crops.ndim == 4 else 64)
+    size = crops.shape[1]
+    heldout = _check_crops(heldout, size) if heldout is not None and len(heldout) else None
+    if len(crops) == 0:
+        raise ValueError("no training crops")
+    device = _device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True  # cheap for these small convs
+    channels_last = bool(cfg.channels_last)
+    digest = data_hash(crops, heldout)
+    settings = {"bottleneck": int(bottleneck), "data_hash": digest, "cfg": _training_settings(cfg)}
+
+    torch.manual_seed(cfg.seed)
+    net = DiscAutoencoder(bottleneck, channels=cfg.channels, crop_size=size).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    loss_fn = nn.BCEWithLogitsLoss()
+    step = torch.compile(net) if cfg.compile else net
+    amp = device.type == "cuda" and cfg.amp
+
+    history: list[dict] = []
+    epoch, seconds_before, converged = 0, 0.0, False
+    train_iou, heldout_iou = np.zeros(0), None
+    ckpt_path = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, settings)
+        if state is not None:
+            net.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            history = state["history"]
+            epoch = len(history)
+            seconds_before = float(history[-1]["seconds"]) if history else 0.0
+            converged = bool(state["converged"])
+            train_iou = state["train_iou"].numpy()
+            heldout_iou = state["heldout_iou"].numpy() if state["heldout_iou"] is not None else None
+            log.info("bottleneck %d: resumed at epoch %d from %s", bottleneck, epoch, ckpt_path)
+    resumed_epoch = epoch
+    started, clock = _now(), time.perf_counter()
+    last_save = clock
+
+    while not converged and epoch < cfg.max_epochs:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(crops))
+        net.train()
+        losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[start : start + cfg.batch_size])
+            batch = crops[idx]
+            if cfg.augment:
+                batch = _augment(batch, rng)
+            x = _to_batch(batch, device, channels_last)
+            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = step(x)
+            loss = loss_fn(logits.float(), x)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        epoch += 1
+        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+        converged = bool(train_iou.mean() > cfg.target_iou)
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "train_iou": float(train_iou.mean()),
+            "train_iou_min": float(train_iou.min()),
+            "heldout_iou": float(heldout_iou.mean()) if heldout_iou is not None else float("nan"),
+            "seconds": seconds_before + time.perf_counter() - clock,
+            "converged": converged,
+        }
+        history.append(record)
+        if progress is not None:
+            progress(dict(record, bottleneck=int(bottleneck)))
+        now = time.perf_counter()
+        done = converged or epoch >= cfg.max_epochs
+        if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
+            _save_checkpoint(ckpt_path, net, optimiser, history, converged, train_iou, heldout_iou, settings)
+            last_save = now
+
+    if len(train_iou) == 0:  # max_epochs == 0: score the untrained network
+        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+    net.eval()
+    return TrainResult(
+        net=net.cpu().to(memory_format=torch.contiguous_format),
+        bottleneck=int(bottleneck),
+        converged=converged,
+        epochs=epoch,
+        train_iou=train_iou,
+        heldout_iou=heldout_iou,
+        history=history,
+        seconds=seconds_before + time.perf_counter() - clock,
+        started=started,
+        ended=_now(),
+        resumed_epoch=resumed_epoch,
+        data_hash=digest,
+        device=str(device),
+    )
+
+
+def _training_settings(cfg: AEConfig) -> dict:
+    """The settings that change the weights; a checkpoint made with others is not resumed."""
+    keep = ("channels", "batch_size", "learning_rate", "augment", "seed", "target_iou")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
+
+
+def _save_checkpoint(path: Path, net, optimiser, history, converged, train_iou, heldout_iou, settings) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimiser": optimiser.state_dict(),
+        "history": history,
+        "converged": converged,
+        "train_iou": torch.from_numpy(np.asarray(train_iou, dtype=np.float64)),
+        "heldout_iou": torch.from_numpy(np.asarray(heldout_iou, dtype=np.float64)) if heldout_iou is not None else None,
+        "settings_json": json.dumps(settings, sort_keys=True),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a checkpoint is whole or absent, never half-written
+
+
+def _load_checkpoint(path: Path, settings: dict) -> dict | None:
+    try:
+        # weights_only: plain tensors, numbers, strings, lists and dicts; never arbitrary objects.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint means starting afresh, said loudly
+        log.warning("%s: unreadable checkpoint, starting afresh (%s)", path, err)
+        return None
+    if state.get("settings_json") != json.dumps(settings, sort_keys=True):
+        log.warning("%s: checkpoint made with other data or settings, starting afresh", path)
+        return None
+    return state
+
+
+# --- saving and loading --------------------------------------------------------------------------
+def save_autoencoder(result: TrainResult, folder: Path, spacing_mm, config_digest: str = "", extra: dict | None = None) -> Path:
+    """Weights and model card of a trained autoencoder in ``folder`` (model.safetensors + model.json)."""
+    net = result.net
+    card = {
+        "kind": KIND,
+        "architecture": ARCHITECTURE,
+        "kwargs": net.kwargs(),
+        "bottleneck": net.bottleneck,
+        "crop_size": net.crop_size,
+        "spacing_mm": [float(s) for s in spacing_mm],
+        "input": "binary disc crop, uint8 0/1, centred at the disc's centre of mass",
+        "output": "logits; sigmoid once at inference, mask = probability > 0.5",
+        "metrics": result.metrics(),
+        "data_hash": result.data_hash,
+        "config_digest": config_digest,
+        "torch": torch.__version__,
+        **(extra or {}),
+    }
+    return save_model(folder, net.state_dict(), card)
+
+
+class DiscAutoencoderModel:
+    """A trained autoencoder ready for inference: numpy in, numpy out, eval mode, batched.
+
+    ``encode`` takes ``(n, s, s, s)`` uint8/bool crops and gives ``(n, k)`` float32 codes; ``decode``
+    takes codes and gives ``(n, s, s, s)`` float32 probabilities (threshold at 0.5 for masks).
+    """
+
+    def __init__(self, net: DiscAutoencoder, card: dict | None = None, device=None, batch_size: int = 16):
+        self.device = _device(device)
+        self.net = net.to(self.device).eval()
+        self.card = card or {}
+        self.batch_size = int(batch_size)
+        self.bottleneck = int(net.bottleneck)
+        self.crop_size = int(net.crop_size)
+        self.spacing = tuple(float(s) for s in self.card.get("spacing_mm", (float("nan"),) * 3))
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        crops = _check_crops(crops, self.crop_size)
+        out = np.empty((len(crops), self.bottleneck), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                x = _to_batch(crops[start : start + self.batch_size], self.device, channels_last=False)
+                out[start : start + len(x)] = self.net.encode(x).float().cpu().numpy()
+        return out
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.bottleneck:
+            raise ValueError(f"codes must be (n, {self.bottleneck}), got {z.shape}")
+        s = self.crop_size
+        out = np.empty((len(z), s, s, s), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(z), self.batch_size):
+                codes = torch.from_numpy(z[start : start + self.batch_size]).to(self.device)
+                probs = self.net.probabilities(self.net.decode(codes))
+                out[start : start + len(codes)] = probs[:, 0].float().cpu().numpy()
+        return out
+
+    def reconstruct(self, crops: np.ndarray) -> np.ndarray:
+        """Binary reconstructions (uint8) of crops: decode(encode(crops)) > 0.5."""
+        return (self.decode(self.encode(crops)) > 0.5).astype(np.uint8)
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """A bn<k>/ model folder, or the default model of a sweep folder (its default.json)."""
+    path = Path(path)
+    if (path / "model.json").is_file():
+        return path
+    default = path / DEFAULT_FILE
+    if default.is_file():
+        try:
+            name = json.loads(default.read_text())["model"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ModelFileError(f"{default}: unusable ({err})") from None
+        folder = (path / name).resolve()
+        if path.resolve() not in folder.parents:
+            raise ModelFileError(f"{default}: model {name!r} lies outside the sweep folder")
+        return folder
+    raise ModelFileError(f"{path}: neither a model folder (model.json) nor a sweep folder ({DEFAULT_FILE})")
+
+
+def load_autoencoder(path: Path, device=None) -> DiscAutoencoderModel:
+    """Load a trained autoencoder from a bn<k>/ folder or a sweep folder (its default model)."""
+    folder = resolve_model_dir(path)
+    card = load_card(folder, required=("kind", "architecture", "kwargs", "spacing_mm"))
+    if card["kind"] != KIND or card["architecture"] != ARCHITECTURE:
+        raise ModelFileError(f"{folder}: a {card['kind']}/{card['architecture']} model, not a {KIND}/{ARCHITECTURE}")
+    try:
+        net = DiscAutoencoder(**card["kwargs"])
+        net.load_state_dict(load_weights(folder), strict=True)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ModelFileError(f"{folder}: weights do not fit the card's architecture ({str(err).splitlines()[0]})") from None
+    return DiscAutoencoderModel(net, card, device=device)

@@ -1,0 +1,128 @@
+"""Segmentation data: scans turned into training items, patient splits, and MONAI patch transforms.
+
+Training and inference share ``prepare_image`` (canonical LPS, target spacing, robust normalisation),
+so a network never sees a scan prepared differently from the ones it learned on. No Ray and no paths
+here: callers read the files and decide where the work runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from .config import GridConfig, SegConfig
+from .preprocess import normalise_intensity, to_canonical, to_scan_grid
+from .schema import DISC_LABEL_OFFSET, MAX_DISC_LEVEL
+from .volume import Volume
+
+
+def disc_foreground(labels: np.ndarray) -> np.ndarray:
+    """0/1 uint8: the voxels carrying any disc label (SPIDER 201..225)."""
+    labels = np.asarray(labels)
+    return ((labels > DISC_LABEL_OFFSET) & (labels <= DISC_LABEL_OFFSET + MAX_DISC_LEVEL)).astype(np.uint8)
+
+
+def prepare_image(volume: Volume, spacing_mm, clip_percentiles, orientation: str = "LPS") -> Volume:
+    """The network's input grid: canonical orientation, target spacing (linear), normalised float32."""
+    canonical = to_canonical(volume, spacing_mm, "linear", orientation)
+    return canonical.with_voxels(normalise_intensity(canonical.voxels, clip_percentiles))
+
+
+def prepare_pair(image: Volume, mask: Volume, grid: GridConfig, seg: SegConfig) -> dict[str, np.ndarray]:
+    """One training item: ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z) uint8 0/1}``.
+
+    The disc foreground is resampled (nearest) onto the prepared image's own grid, so image and label
+    are voxel-aligned whatever the scan's orientation.
+    """
+    if not image.same_grid(mask):
+        raise ValueError("image and mask grids disagree")
+    prepared = prepare_image(image, grid.spacing_mm, seg.clip_percentiles, grid.orientation)
+    foreground = mask.with_voxels(disc_foreground(mask.voxels))
+    label = to_scan_grid(foreground, prepared).voxels
+    return {"image": prepared.voxels[None].astype(np.float32), "label": label[None].astype(np.uint8)}
+
+
+def split_patients(
+    index: pd.DataFrame,
+    test_fraction: float,
+    val_fraction: float,
+    test_site: str | None = None,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Scan ids for ``train`` / ``val`` / ``test``, never splitting one patient's scans.
+
+    With ``test_site`` every patient scanned there is the test set (as the paper held one institution
+    out); otherwise ``test_fraction`` of the patients, drawn with ``seed``. ``val_fraction`` of the
+    remaining patients (at least one, when there are two or more) is kept for early stopping.
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.array(sorted(index["patient_id"].astype(str).unique()))
+    if test_site is not None:
+        sites = set(index["site"].astype(str))
+        if str(test_site) not in sites:
+            raise ValueError(f"test site {test_site!r} not in the archive (sites: {sorted(sites)})")
+        test = set(index.loc[index["site"].astype(str) == str(test_site), "patient_id"].astype(str))
+    else:
+        n_test = int(round(test_fraction * len(patients))) if len(patients) > 2 else 0
+        test = set(rng.permutation(patients)[:n_test])
+    rest = np.array([p for p in patients if p not in test])
+    if len(rest) == 0:
+        raise ValueError("no patients left for training after the test split")
+    n_val = max(1, int(round(val_fraction * len(rest)))) if len(rest) >= 2 else 0
+    val = set(rng.permutation(rest)[:n_val])
+    part = {p: "test" if p in test else "val" if p in val else "train" for p in patients}
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for scan_id, patient in zip(index["scan_id"], index["patient_id"].astype(str)):
+        out[part[patient]].append(str(scan_id))
+    return out
+
+
+def data_hash(entries) -> str:
+    """Short hash of the training data: ``(scan_id, image bytes, mask bytes)`` triples, order-free."""
+    text = "\n".join(sorted(f"{s}:{a}:{b}" for s, a, b in entries))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def train_transforms(patch_size, samples_per_scan: int):
+    """Patches around the discs (3 of 4 centred on disc voxels) with light augmentation.
+
+    Deterministic steps come first so a ``CacheDataset`` keeps their output (padding and the
+    foreground/background index lists) and only the random crop and augmentation run per epoch.
+    """
+    from monai.transforms import (
+        Compose,
+        DeleteItemsd,
+        FgBgToIndicesd,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    keys = ["image", "label"]
+    return Compose(
+        [
+            SpatialPadd(keys, spatial_size=patch_size),
+            FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg"),
+            RandCropByPosNegLabeld(
+                keys,
+                label_key="label",
+                spatial_size=patch_size,
+                pos=3,
+                neg=1,
+                num_samples=samples_per_scan,
+                fg_indices_key="label_fg",
+                bg_indices_key="label_bg",
+            ),
+            DeleteItemsd(["label_fg", "label_bg"]),  # ragged index lists would not batch
+            # Left-right mirror images are plausible spines; intensity jitter mimics other scanners.
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            RandGaussianNoised("image", prob=0.2, std=0.05),
+        ]
+    )

@@ -1,0 +1,265 @@
+"""Training the disc segmenter with Ray Train (``TorchTrainer``): one worker per GPU, else one CPU worker.
+
+The loop follows the paper: BCE + Dice with equal weights, Adam (lr 1e-3), batches of four patches,
+early stopping once validation IoU has not improved for ``patience`` epochs, best-IoU weights kept.
+Every epoch writes a Ray Train checkpoint (current and best weights, optimizer, counters) to the run's
+storage; started again on the same storage, Ray Train restores the run and the loop resumes from the
+last finished epoch.
+
+Training items are prepared once (``seg_data.prepare_pair``) as Ray tasks and held in the object store,
+so every worker reads the same in-memory arrays and no scan is preprocessed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, SegConfig
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
+
+
+@dataclass
+class TrainOutcome:
+    best_state: dict  # state dict of the best-validation-IoU epoch (the last one when there is no validation)
+    history: list[dict]  # one row per epoch: epoch, loss, val_iou, seconds
+    best_epoch: int
+    best_val_iou: float | None
+    epochs: int
+    seconds: float
+
+
+# --- pure pieces, usable without Ray ----------------------------------------------------------------
+def iou_dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """IoU and Dice of two binary masks; both empty counts as a perfect match."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    inter = np.count_nonzero(pred & truth)
+    total = np.count_nonzero(pred) + np.count_nonzero(truth)
+    if total == 0:
+        return 1.0, 1.0
+    return inter / (total - inter), 2.0 * inter / total
+
+
+def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device) -> np.ndarray:
+    """Sliding-window logits ``(X, Y, Z)`` float32 for a prepared ``(X, Y, Z)`` image (MONAI, Gaussian blend).
+
+    Runs under ``torch.inference_mode``, with bfloat16 autocast on a GPU (mixed precision).
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)[None, None]
+    cuda = torch.device(device).type == "cuda"
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        logits = sliding_window_inference(
+            x, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=4, predictor=net, overlap=overlap, mode="gaussian"
+        )
+    return logits[0, 0].float().cpu().numpy()
+
+
+def _unwrap(net):
+    return net.module if hasattr(net, "module") else net
+
+
+def _cpu_state(net) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in _unwrap(net).state_dict().items()}
+
+
+# --- the Ray Train worker loop ---------------------------------------------------------------------
+def train_loop_per_worker(config: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+    from safetensors.torch import load_file, save_file
+
+    from .nets import build_from_spec
+    from .seg_data import train_transforms
+
+    seg = SegConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["seg"].items()})
+    torch.set_num_threads(int(config["threads"]))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    set_determinism(seed=seg.seed + rank)
+    device = ray.train.torch.get_device()
+    cuda = device.type == "cuda"
+
+    # The object store holds the prepared arrays once; each rank trains on its share of the scans.
+    train_items = ray.get(config["train_refs"])[rank::world]
+    val_items = ray.get(config["val_refs"])[rank::world]
+
+    net = build_from_spec(config["network"], config["kwargs"])
+    net = ray.train.torch.prepare_model(net)  # moves to the device; DDP when world > 1
+    optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
+    loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
+
+    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "since_best": 0, "history": [], "done": False}
+    best_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resuming an interrupted run
+        with checkpoint.as_directory() as folder:
+            folder = Path(folder)
+            state = json.loads((folder / STATE).read_text())
+            _unwrap(net).load_state_dict(load_file(str(folder / WEIGHTS), device=str(device)))
+            optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location=device, weights_only=True))
+            best_state = load_file(str(folder / BEST))
+        if rank == 0:
+            print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
+
+    dataset = CacheDataset(train_items, transform=train_transforms(seg.patch_size, seg.samples_per_scan), progress=False)
+    # Each scan yields samples_per_scan patches, so this many scans make a batch of batch_size patches.
+    loader = DataLoader(dataset, batch_size=max(1, seg.batch_size // seg.samples_per_scan), shuffle=True, num_workers=0)
+
+    while not state["done"] and state["epoch"] < seg.max_epochs:
+        start = time.perf_counter()
+        net.train()
+        losses = []
+        for batch in loader:
+            image, label = batch["image"].to(device), batch["label"].to(device).float()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = loss_fn(net(image), label)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        val_iou = _validate(net, val_items, seg, device, world)
+        state["epoch"] += 1
+        epoch = state["epoch"]
+        if val_iou is None or val_iou > state["best_iou"]:
+            state["best_iou"], state["best_epoch"], state["since_best"] = (val_iou if val_iou is not None else -1.0), epoch, 0
+            best_state = _cpu_state(net)
+        else:
+            state["since_best"] += 1
+        state["done"] = state["since_best"] >= seg.patience or epoch >= seg.max_epochs
+        seconds = time.perf_counter() - start
+        row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "val_iou": val_iou, "seconds": seconds}
+        state["history"].append(row)
+        if rank == 0:
+            shown = "n/a" if val_iou is None else f"{val_iou:.4f}"
+            print(
+                f"epoch {epoch}/{seg.max_epochs} loss {row['loss']:.4f} val_iou {shown} "
+                f"best {state['best_iou']:.4f}@{state['best_epoch']} {seconds:.1f}s",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                save_file({k: v.contiguous() for k, v in _cpu_state(net).items()}, os.path.join(folder, WEIGHTS))
+                save_file({k: v.contiguous() for k, v in best_state.items()}, os.path.join(folder, BEST))
+                torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
+                Path(folder, STATE).write_text(json.dumps(state))
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=saved)
+
+
+def _validate(net, items: list[dict], seg: SegConfig, device, world: int) -> float | None:
+    """Mean IoU over this rank's validation scans, averaged over all ranks (None without validation)."""
+    import torch
+
+    net.eval()
+    ious = [
+        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, seg.sw_overlap, device) > 0, item["label"][0])[0]
+        for item in items
+    ]
+    total = torch.tensor([sum(ious), len(ious)], dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1]) if total[1] > 0 else None
+
+
+# --- the driver side -------------------------------------------------------------------------------
+def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, network: str, kwargs: dict) -> TrainOutcome:
+    """Run (or resume, when ``storage`` holds a run) the TorchTrainer; return the best weights and history."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from safetensors.torch import load_file
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.available_resources().get("CPU", 1))
+    # One worker per GPU; otherwise a single CPU worker that may use every free core for torch.
+    scaling = (
+        ScalingConfig(num_workers=gpus, use_gpu=True)
+        if gpus
+        else ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": max(1, cpus)})
+    )
+    threads = 2 if gpus else max(1, cpus)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "seg": asdict(cfg.seg),
+            "network": network,
+            "kwargs": kwargs,
+            "train_refs": train_refs,
+            "val_refs": val_refs,
+            "threads": threads,
+        },
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name="segmenter",
+            storage_path=str(Path(storage).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"segmenter training under {storage} produced no checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = json.loads((Path(folder) / STATE).read_text())
+        best = load_file(str(Path(folder) / BEST))
+    return TrainOutcome(
+        best_state=best,
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        best_val_iou=state["best_iou"] if state["best_iou"] >= 0 else None,
+        epochs=state["epoch"],
+        seconds=float(sum(r["seconds"] for r in state["history"])) or time.perf_counter() - start,
+    )
+
+
+def put_prepared(pairs, cfg: Config) -> list:
+    """Prepare ``(image, mask)`` pairs as parallel Ray tasks; object refs to the training items."""
+    import ray
+
+    from .seg_data import prepare_pair
+
+    task = ray.remote(num_cpus=1)(prepare_pair)
+    return [task.remote(image, mask, cfg.grid, cfg.seg) for image, mask in pairs]
+
+
+def fit_segmenter(
+    train_pairs: list[tuple[Volume, Volume]],
+    val_pairs: list[tuple[Volume, Volume]],
+    cfg: Config,
+    storage: Path,
+    network: str | None = None,
+):
+    """Train from in-memory ``(image, mask)`` Volumes (the real-anatomy test comes here)."""
+    return fit_prepared(put_prepared(train_pairs, cfg), put_prepared(val_pairs, cfg), cfg, storage, network)
+
+
+def fit_prepared(train_refs: list, val_refs: list, cfg: Config, storage: Path, network: str | None = None):
+    """Train from object refs to prepared items; returns ``(best network in eval mode, outcome, (name, kwargs))``."""
+    from .nets import build_from_spec, check_patch_size, network_spec
+
+    name, kwargs = network_spec(network or cfg.seg.network, cfg.seg)
+    check_patch_size(name, cfg.seg.patch_size)
+    outcome = run_training(train_refs, val_refs, cfg, storage, name, kwargs)
+    net = build_from_spec(name, kwargs)
+    net.load_state_dict(outcome.best_state)
+    return net.eval(), outcome, (name, kwargs)

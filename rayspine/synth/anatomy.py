@@ -1,0 +1,168 @@
+"""A synthetic lumbar spine as a list of analytic solids in the patient's LPS frame (pure numpy, no I/O).
+
+Every solid is a wedged superelliptic cylinder: a cross-section ``|u/a|^p + |v/b|^p <= 1`` in its own
+lateral (u) and anteroposterior (v) axes, half-height ``hh * (1 - wedge * v / b)`` along its normal, so it is
+taller anteriorly when ``wedge > 0``. Its orientation follows DESIGN.md: ``R = Rx(sagittal) Rz(transverse)
+Ry(coronal)`` applied to a neutral solid (normal z, lateral x), and ``R``'s columns are the solid's lateral,
+AP and normal axes. The shape is symmetric in u and in the normal, so its principal axes are exactly those
+columns, and a disc's true height, widths and angles are the parameters it was built from.
+
+Discs are stacked from the sacrum up: disc 1 (L5/S1), vertebra 1 (L5), disc 2, ... The discs' sagittal
+angles follow a lordosis (positive at the bottom: the normal tilts anteriorly), and each disc's wedge makes
+up the angle between the vertebrae above and below it, as in a real spine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gamma
+
+import numpy as np
+from scipy.stats import norm
+
+from ..schema import CANAL_LABEL, disc_label
+from .spider_stats import NARROWING_RATE
+
+# Tissue classes of the image model (imaging.py gives each an intensity).
+BACKGROUND, BONE_MARROW, DISC, CSF, POSTERIOR_BONE = 0, 1, 2, 3, 4
+
+# Population means per disc level 1..6 (L5/S1 .. T12/L1), from the lumbar morphometry literature.
+DISC_HEIGHT_MM = np.array([10.5, 11.0, 10.5, 9.5, 8.5, 7.0])
+DISC_LATERAL_MM = np.array([50.0, 50.0, 48.0, 46.0, 44.0, 41.0])
+DISC_AP_MM = np.array([36.0, 37.0, 36.0, 35.0, 33.0, 31.0])
+DISC_SAGITTAL_DEG = np.array([28.0, 14.0, 5.0, -1.0, -5.0, -8.0])  # supine lordosis, bottom to top
+VERTEBRA_HEIGHT_MM = np.array([27.0, 27.5, 27.0, 26.0, 25.0, 23.0])  # L5 .. T12
+NARROWED_HEIGHT_FACTOR = (0.6, 0.82)  # a narrowed disc keeps this fraction of its height (uniform)
+NARROWING_PATIENT_CORRELATION = 0.5  # latent correlation of narrowing between a patient's discs
+
+
+@dataclass(frozen=True)
+class Solid:
+    label: int  # mask label, 0 for image-only structures
+    tissue: int
+    centre: np.ndarray  # mm, LPS
+    rotation: np.ndarray  # 3x3, columns: lateral, AP, normal axes
+    a: float  # lateral semi-axis, mm
+    b: float  # AP semi-axis, mm
+    half_height: float  # mm, at the centre
+    exponent: float = 2.0  # superellipse exponent of the cross-section (2: ellipse)
+    wedge: float = 0.0  # relative change of half-height across the AP semi-axis
+
+    def extent(self) -> np.ndarray:
+        """Half-size of the solid's axis-aligned bounding box in LPS (mm)."""
+        half = np.array([self.a, self.b, self.half_height * (1 + abs(self.wedge))])
+        return np.abs(self.rotation) @ half
+
+    def volume_mm3(self) -> float:
+        """Exact: the wedge's linear term integrates to zero over the symmetric cross-section."""
+        p = self.exponent
+        area = 4 * self.a * self.b * gamma(1 + 1 / p) ** 2 / gamma(1 + 2 / p)
+        return area * 2 * self.half_height
+
+
+def rotation(sagittal_deg: float, transverse_deg: float, coronal_deg: float) -> np.ndarray:
+    """R = Rx(sagittal) Rz(transverse) Ry(coronal), right-handed in LPS (DESIGN.md)."""
+    s, t, c = np.deg2rad([sagittal_deg, transverse_deg, coronal_deg])
+    rx = np.array([[1, 0, 0], [0, np.cos(s), -np.sin(s)], [0, np.sin(s), np.cos(s)]])
+    rz = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
+    return rx @ rz @ ry
+
+
+@dataclass(frozen=True)
+class Spine:
+    solids: list[Solid]  # in drawing order: later solids overwrite earlier ones (discs last)
+    discs: list[dict]  # per disc: level and the true geometry (schema's geometry columns)
+    n_vertebrae: int
+
+
+def draw_narrowing(rng: np.random.Generator, levels: int) -> np.ndarray:
+    """0/1 per level at SPIDER's rates, correlated within the patient (Gaussian copula keeps the rates)."""
+    rho = NARROWING_PATIENT_CORRELATION
+    latent = rho * rng.standard_normal() + np.sqrt(1 - rho**2) * rng.standard_normal(levels)
+    rates = np.array([NARROWING_RATE[level] for level in range(1, levels + 1)])
+    return (norm.cdf(latent) < rates).astype(np.int8)
+
+
+def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spine:
+    """A spine whose sacral endplate centre is ``base`` (mm, LPS); ``n_discs`` discs from L5/S1 up."""
+    if not 1 <= n_discs <= len(DISC_HEIGHT_MM):
+        raise ValueError(f"n_discs must be 1..{len(DISC_HEIGHT_MM)}")
+    k = n_discs
+    narrowed = draw_narrowing(rng, k)
+    size = rng.normal(1.0, 0.06)  # patient body size
+    heights = DISC_HEIGHT_MM[:k] * size * rng.normal(1.0, 0.08, k)
+    heights = np.where(narrowed == 1, heights * rng.uniform(*NARROWED_HEIGHT_FACTOR, k), heights)
+    heights = np.clip(heights, 4.5, 13.5)
+    lateral = DISC_LATERAL_MM[:k] * size * rng.normal(1.0, 0.04, k)
+    ap = DISC_AP_MM[:k] * size * rng.normal(1.0, 0.04, k) * np.where(narrowed == 1, 1.03, 1.0)  # bulge
+    sagittal = DISC_SAGITTAL_DEG[:k] * rng.uniform(0.7, 1.3) + rng.normal(0, 2.0, k) + rng.normal(0, 3.0)
+    transverse = rng.normal(0, 2.0, k)
+    coronal = rng.normal(0, 2.5, k) + rng.normal(0, 1.0)
+    exponents = rng.uniform(2.0, 2.8, k)
+
+    # Vertebrae sit between discs at the mean of their angles; the sacrum mirrors vertebra 1 about disc 1.
+    next_sag = np.append(sagittal[1:], sagittal[-1] - 4.0)
+    vert_sag = (sagittal + next_sag) / 2
+    vert_tra = (transverse + np.append(transverse[1:], 0.0)) / 2
+    vert_cor = (coronal + np.append(coronal[1:], coronal[-1])) / 2
+    below_sag = np.concatenate([[2 * sagittal[0] - vert_sag[0]], vert_sag[:-1]])
+    wedge_deg = np.clip(below_sag - vert_sag + rng.normal(0, 1.0, k), 0.0, 18.0)
+    wedges = np.minimum(0.7, 2 * (ap / 2) * np.tan(np.deg2rad(wedge_deg) / 2) / heights)
+    vert_height = VERTEBRA_HEIGHT_MM[:k] * size * rng.normal(1.0, 0.03, k)
+
+    solids: list[Solid] = []
+    discs: list[Solid] = []
+    sacrum_r = rotation(below_sag[0], 0.0, coronal[0])
+    sacrum_c = base - sacrum_r[:, 2] * 22.0
+    solids += [Solid(0, BONE_MARROW, sacrum_c, sacrum_r, lateral[0] / 2 * 1.05, ap[0] / 2, 22.0, 2.3)]
+    solids += _canal_and_arch(0, sacrum_c, sacrum_r, ap[0] / 2, 22.0)
+    point = np.asarray(base, dtype=float)
+    for i in range(k):
+        r = rotation(sagittal[i], transverse[i], coronal[i])
+        hh = heights[i] / 2
+        centre = point + r[:, 2] * hh
+        disc = Solid(disc_label(i + 1), DISC, centre, r, lateral[i] / 2, ap[i] / 2, hh, exponents[i], wedges[i])
+        discs.append(disc)
+        solids += _canal_and_arch(0, centre, r, ap[i] / 2, hh, arch=False)
+        top = centre + r[:, 2] * hh
+        rv = rotation(vert_sag[i], vert_tra[i], vert_cor[i])
+        half = vert_height[i] / 2
+        v_centre = top + rv[:, 2] * half
+        # Vertebrae reach 1.5 mm into the neighbouring discs so no gap opens at wedge edges; discs win.
+        a_v, b_v = lateral[i] / 2 * 0.98, ap[i] / 2 * 0.98
+        solids.append(Solid(i + 1, BONE_MARROW, v_centre, rv, a_v, b_v, half + 1.5, 2.3))
+        solids += _canal_and_arch(i + 1, v_centre, rv, b_v, half)
+        point = top + rv[:, 2] * vert_height[i]
+    solids = _canal_first(solids) + discs
+    truth = [
+        {
+            "level": i + 1,
+            "height_mm": float(heights[i]),
+            "ap_width_mm": float(ap[i]),
+            "lateral_width_mm": float(lateral[i]),
+            "sagittal_angle_deg": float(sagittal[i]),
+            "transverse_angle_deg": float(transverse[i]),
+            "coronal_angle_deg": float(coronal[i]),
+            "volume_mm3": discs[i].volume_mm3(),
+            "disc_narrowing": int(narrowed[i]),
+        }
+        for i in range(k)
+    ]
+    return Spine(solids, truth, n_vertebrae=k)
+
+
+def _canal_and_arch(label: int, centre, r, b_body: float, half: float, arch: bool = True) -> list[Solid]:
+    """Spinal canal segment behind a body (or disc) and, for vertebrae, the posterior arch behind that."""
+    canal_b = 7.0  # canal AP semi-axis: 14 mm, a normal lumbar canal
+    canal_c = centre + r[:, 1] * (b_body + 1.0 + canal_b)
+    out = [Solid(CANAL_LABEL, CSF, canal_c, r, 10.0, canal_b, half + 3.0)]
+    if arch:
+        arch_c = canal_c + r[:, 1] * (canal_b + 1.0 + 14.0)
+        out.append(Solid(label, POSTERIOR_BONE, arch_c, r, 12.0, 14.0, half * 0.8))
+    return out
+
+
+def _canal_first(solids: list[Solid]) -> list[Solid]:
+    """Canal segments under the bone, so that overlapping arch/canal edges read as bone (as on MRI)."""
+    return [s for s in solids if s.label == CANAL_LABEL] + [s for s in solids if s.label != CANAL_LABEL]

@@ -1,0 +1,119 @@
+"""A real two-node Ray cluster on this machine, for the cluster tests.
+
+Both nodes are started with ``ray start`` in process sessions of their own, with their own temp
+folder and their own auth token (Ray >= 2.59 turns token authentication on, and a second node is
+refused without the head's token). Stopping kills exactly those sessions: never ``ray stop``, which
+would end every Ray process on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalCluster:
+    def __init__(self, root: Path, head_cpus: int = 2, worker_cpus: int = 2):
+        self.root = Path(root)
+        self.head_cpus, self.worker_cpus = head_cpus, worker_cpus
+        self.sessions: list[int] = []
+        token = self.root / "auth_token"
+        self.root.mkdir(parents=True, exist_ok=True)
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env.pop("RAY_ADDRESS", None)
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
+        self.gcs_address = f"127.0.0.1:{self.gcs_port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _ray_start(self, *args: str) -> None:
+        proc = subprocess.Popen([RAY, "start", *args], env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.sessions.append(proc.pid)  # the session id of everything it starts
+        output, _ = proc.communicate(timeout=180)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)} failed:\n{output[-3000:]}")
+
+    def start(self) -> LocalCluster:
+        common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        self._ray_start(
+            "--head",
+            f"--port={self.gcs_port}",
+            f"--num-cpus={self.head_cpus}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--temp-dir={self.root / 'ray'}",
+            '--resources={"head_node": 1}',
+            *common,
+        )
+        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}", '--resources={"worker_node": 1}', *common)
+        self.wait_for_nodes(2)
+        return self
+
+    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = subprocess.run([RAY, "status", f"--address={self.gcs_address}"], env=self.env, capture_output=True, text=True)
+            if out.stdout.count("node_") >= count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{count} Ray nodes did not come up:\n{out.stdout}\n{out.stderr}")
+
+    def submit(self, entrypoint: str, working_dir: Path, timeout: float = 600) -> tuple[str, str]:
+        """Submit a job through the Ray Jobs API and wait for it; returns (status, logs)."""
+        from ray.job_submission import JobStatus, JobSubmissionClient
+
+        os.environ.update({k: self.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")})
+        client = JobSubmissionClient(self.dashboard_url)
+        job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out"]})
+        deadline = time.time() + timeout
+        while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            if time.time() > deadline:
+                client.stop_job(job)
+                break
+            time.sleep(2)
+        return str(client.get_job_status(job)), client.get_job_logs(job)
+
+    def stop(self) -> None:
+        """Kill every process of the sessions this cluster started, and nothing else."""
+        for sid in self.sessions:
+            for pid in _pids_in_session(sid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+            os.environ.pop(var, None)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _pids_in_session(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids

@@ -1,0 +1,29 @@
+import json
+
+import pytest
+
+from rayspine.config import Config
+
+
+def test_defaults_are_the_papers():
+    cfg = Config()
+    assert cfg.grid.spacing_mm == (1.4, 1.2, 1.5)
+    assert cfg.discs.crop_size == 64
+    assert cfg.ae.bottlenecks == (64, 8, 4, 3) and cfg.ae.target_iou == 0.995 and cfg.ae.batch_size == 4
+    assert (cfg.cv.max_depth, cfg.cv.n_estimators, cfg.cv.learning_rate, cfg.cv.folds) == (3, 200, 0.1, 5)
+    assert (cfg.seg.learning_rate, cfg.seg.batch_size, cfg.seg.patience) == (1e-3, 4, 15)
+    assert cfg.interpret.points == 6
+
+
+def test_round_trip_through_json_keeps_tuples_and_digest():
+    cfg = Config().replace(ae={"max_epochs": 7, "bottlenecks": [8, 4]})
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.ae.bottlenecks == (8, 4)
+    assert again.digest() == cfg.digest() != Config().digest()
+
+
+def test_unknown_keys_are_errors_not_ignored():
+    with pytest.raises(ValueError, match="sections"):
+        Config.from_dict({"nope": {}})
+    with pytest.raises(ValueError, match="AEConfig"):
+        Config.from_dict({"ae": {"max_epoch": 3}})
