@@ -102,7 +102,8 @@ def _device(device=None) -> torch.device:
 
 def _to_batch(crops: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
     """uint8/bool ``(b, s, s, s)`` -> float 0/1 ``(b, 1, s, s, s)`` on the device; the only float copy."""
-    x = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.uint8)).to(device, non_blocking=True)
+    # A copy: arrays from Ray's object store are read-only, and a uint8 batch copy is cheap.
+    x = torch.from_numpy(np.array(crops, dtype=np.uint8, copy=True)).to(device, non_blocking=True)
     x = (x.unsqueeze(1) > 0).float()  # 0/1 whatever the foreground value (1, 255 ...)
     return x.contiguous(memory_format=torch.channels_last_3d) if channels_last else x
 
@@ -135,6 +136,30 @@ def evaluate_iou(net: DiscAutoencoder, crops: np.ndarray, batch_size: int = 16, 
             out[start : start + len(iou)] = iou.cpu().numpy()
     net.train(was_training)
     return out
+
+
+def recalibrate_batch_norm(net: DiscAutoencoder, crops: np.ndarray, batch_size: int = 16, device=None, channels_last: bool = True) -> None:
+    """Set every batch norm's running statistics to their average over the whole training set.
+
+    The running statistics that eval mode uses are otherwise an exponential average over the last ten
+    or so batches of four, taken while the weights were still moving; their noise shows up directly as
+    eval-mode IoU that lags and jitters behind the training-mode figure. One no-grad pass over the crops
+    with a cumulative average (momentum None) gives the statistics of the current weights ("precise BN").
+    """
+    device = next(net.parameters()).device if device is None else _device(device)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = net.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            net(_to_batch(crops[start : start + batch_size], device, channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -199,7 +224,8 @@ def train_autoencoder(
 
     Each epoch: one pass of Adam on BCE-with-logits over shuffled batches of ``cfg.batch_size``, then
     the IoU of every training crop (and held-out crop) in eval mode. It stops when the mean training IoU
-    exceeds ``cfg.target_iou`` (converged) or after ``cfg.max_epochs`` (not converged). With ``out_dir``
+    exceeds ``cfg.target_iou`` (converged), or after ``cfg.max_epochs`` or ``cfg.max_minutes`` of training
+    (not converged). With ``out_dir``
     a checkpoint is kept there and a later call with the same data and settings resumes from it.
     ``progress`` is called with each epoch's metrics (the Tune trial reports them).
     The shuffle of epoch e depends only on ``(seed, e)``, so a resumed run retraces a fresh one.
@@ -247,7 +273,8 @@ def train_autoencoder(
     started, clock = _now(), time.perf_counter()
     last_save = clock
 
-    while not converged and epoch < cfg.max_epochs:
+    budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else float("inf")
+    while not converged and epoch < cfg.max_epochs and seconds_before + time.perf_counter() - clock < budget:
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(len(crops))
         net.train()
@@ -266,6 +293,8 @@ def train_autoencoder(
             optimiser.step()
             losses.append(float(loss.detach()))
         epoch += 1
+        if cfg.precise_bn:
+            recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
         train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
         heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
         converged = bool(train_iou.mean() > cfg.target_iou)
@@ -282,10 +311,13 @@ def train_autoencoder(
         if progress is not None:
             progress(dict(record, bottleneck=int(bottleneck)))
         now = time.perf_counter()
-        done = converged or epoch >= cfg.max_epochs
+        out_of_time = record["seconds"] >= budget
+        done = converged or epoch >= cfg.max_epochs or out_of_time
         if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
             _save_checkpoint(ckpt_path, net, optimiser, history, converged, train_iou, heldout_iou, settings)
             last_save = now
+    if not converged and seconds_before + time.perf_counter() - clock >= budget:
+        log.info("bottleneck %d: time budget of %.1f min spent at epoch %d", bottleneck, cfg.max_minutes, epoch)
 
     if len(train_iou) == 0:  # max_epochs == 0: score the untrained network
         train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
@@ -310,7 +342,7 @@ def train_autoencoder(
 
 def _training_settings(cfg: AEConfig) -> dict:
     """The settings that change the weights; a checkpoint made with others is not resumed."""
-    keep = ("channels", "batch_size", "learning_rate", "augment", "seed", "target_iou")
+    keep = ("channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn")
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
 
 

@@ -186,5 +186,18 @@ def demo(
     run_demo(out, patients=patients, overwrite=overwrite)
 
 
+def main() -> None:
+    """Console entry point: user errors (missing or occupied folders, bad settings or files) end with one
+    clear line and exit status 2; anything else is a bug or an infrastructure failure and stays loud."""
+    from .io.models import ModelFileError
+    from .io.scans import ScanError
+
+    try:
+        app()
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, ScanError, ModelFileError) as err:
+        typer.secho(f"rayspine: error: {err}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -46,8 +46,8 @@ class DiscConfig:
 @dataclass(frozen=True)
 class SegConfig:
     # Network by name: "swinunetr" (SwinUNETR-V2, the paper's, default on GPU), "segresnet", "unet".
-    network: str = "auto"  # auto: swinunetr when a GPU is present, segresnet on CPU
-    feature_size: int = 16  # width of the first stage; small keeps CPU training feasible
+    network: str = "auto"  # auto: swinunetr when a GPU is present, unet on CPU (see nets.py)
+    feature_size: int = 8  # width of the first stage; small keeps CPU training feasible (bench/segment.md)
     patch_size: tuple[int, int, int] = (64, 96, 96)  # training / sliding-window ROI on the canonical grid
     batch_size: int = 4  # paper
     learning_rate: float = 1e-3  # paper (Adam)
@@ -57,9 +57,11 @@ class SegConfig:
     dice_weight: float = 1.0
     test_fraction: float = 0.2  # by patient, when no test site is named
     val_fraction: float = 0.2  # of the non-test patients, for early stopping
-    samples_per_scan: int = 2  # random patches per scan and epoch, centred on discs 3 times in 4
+    samples_per_scan: int = 4  # random patches per scan and epoch, centred on discs 3 times in 4
     sw_overlap: float = 0.25  # sliding-window overlap at inference
     threshold: float = 0.5
+    precise_bn: bool = False  # before each eval, reset batch-norm running stats to whole-training-set averages
+    max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity normalisation
     seed: int = 0
 
@@ -81,6 +83,8 @@ class AEConfig:
     compile: bool = False  # torch.compile the training step (see bench/autoencoder.md for what it gives)
     amp: bool = True  # bfloat16 autocast on a GPU (ignored on CPU)
     checkpoint_seconds: float = 30.0  # at most this long of training is lost when a trial is interrupted
+    precise_bn: bool = False  # before each eval, reset batch-norm running stats to whole-training-set averages
+    max_minutes: float = 0.0  # training-time budget per trial (0: none); when spent the run stops, not converged
 
 
 @dataclass(frozen=True)

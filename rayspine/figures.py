@@ -69,8 +69,7 @@ def traversal_montage(slices: np.ndarray, values: np.ndarray | None = None, gap:
     k, steps = slices.shape[:2]
     width = min(2.0 + steps * 2.4, 30)
     fig, ax = plt.subplots(figsize=(width, max(2.0, width * mosaic.shape[0] / mosaic.shape[1])))
-    cmap = matplotlib.colormaps["gray"].copy()
-    cmap.set_bad("white")
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")  # NaN gaps between cells
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_yticks([i * (cell_h + gap) + cell_h / 2 for i in range(k)], [f"z{i}" for i in range(k)])
     ax.set_xticks([j * (cell_w + gap) + cell_w / 2 for j in range(steps)], [f"step {j}" for j in range(steps)])
@@ -103,7 +102,7 @@ def montage_mosaic(slices: np.ndarray, gap: int = 2) -> tuple[np.ndarray, tuple[
 
 def correlation_heatmap(table: pd.DataFrame, title: str = "") -> Figure:
     """Heatmap of Pearson r from a long table ``latent, feature, r, p`` (rows latents, columns features);
-    cells with p < 0.05 carry a dot."""
+    cells with p < 0.05 carry a dot; undefined r (a constant feature) is left blank."""
     r = table.pivot(index="latent", columns="feature", values="r")
     p = table.pivot(index="latent", columns="feature", values="p")
     rows = list(dict.fromkeys(table["latent"]))
@@ -115,8 +114,11 @@ def correlation_heatmap(table: pd.DataFrame, title: str = "") -> Figure:
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     sig = np.argwhere(p.to_numpy(dtype=float) < 0.05)
     if len(sig):
-        ax.scatter(sig[:, 1], sig[:, 0], s=4, c="k", marker="o", label="p < 0.05")
-        ax.legend(loc="upper right", bbox_to_anchor=(1.0, 1.12), fontsize=7, frameon=False)
+        ax.scatter(sig[:, 1], sig[:, 0], s=4, c="k", marker="o")
+    # A line between the geometric and the latent columns (latent-latent block on the right).
+    latent_cols = [n for n, c in enumerate(cols) if c in set(rows)]
+    if latent_cols and latent_cols[0] > 0:
+        ax.axvline(latent_cols[0] - 0.5, color="k", lw=1)
     fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
-    ax.set_title(title or "Latent vs geometric (and latent) features", fontsize=9)
+    ax.set_title((title or "Latent vs geometric and latent features") + " (dot: p < 0.05)", fontsize=9)
     return fig

@@ -22,7 +22,11 @@ Everything comes from the first and second moments of the voxelised disc in phys
   The height is the mean thickness over the disc (the paper's definition), volume / outline area,
   with the outline area pi/4 . lateral . ap from the same moments; on an elliptic slab this equals
   sqrt(12 var_normal), and on real discs (thicker in the middle, wedge-shaped) it does not inflate
-  the way the thickness RMS does.
+  the way the thickness RMS does. The moments are mass-weighted, so on a real disc that thins towards
+  its rim the widths come out below the chord through the middle (on the real 1 mm masks: within
+  ~3 mm, but up to ~6 mm laterally at the wedge-shaped L5/S1); a footprint-based estimator was tried
+  and rejected: projecting voxels along a tilted normal dilates the outline (+1.4 mm mean lateral
+  error at 3.3 mm slices) and costs ~100 ms per disc.
 * **Volume** is the voxel count times the voxel volume.
 """
 
@@ -40,36 +44,25 @@ Spacing = tuple[float, float, float]
 def disc_moments(mask: np.ndarray, spacing: Spacing) -> tuple[int, np.ndarray, np.ndarray]:
     """Voxel count, centre of mass (mm, relative to voxel [0,0,0]) and covariance (mm^2) of the solid.
 
-    The covariance is that of the voxelised solid, not of the voxel centres: each voxel spreads over a
-    box (+ spacing^2/12 on the diagonal) and, inside a slab one voxel thick along axis i, the disc keeps
-    drifting along axis j as it does from slab to slab (+ spacing_i^2/12 times the slope of the slabs'
-    mean j on i, off the diagonal). On 3.3 mm slices the second term halves the angle bias of a tilted disc.
+    The covariance is that of the voxelised solid, each voxel a uniform box: the covariance of the
+    voxel centres plus the box's own diag(spacing^2 / 12). It is always positive definite.
+    (A further within-slab shear term was tried; on 240 random phantoms it changed no angle by more
+    than 0.1 degree at 3.3 mm slices, so it was left out.)
     """
     idx = np.nonzero(mask)
     n = idx[0].size
     s = np.asarray(spacing, dtype=float)
     if n == 0:
         return 0, np.full(3, np.nan), np.full((3, 3), np.nan)
-    # Integer index moments first (exact, cheap), then scale to mm once.
+    # Index moments first (cheap, well conditioned), then scaled to mm once. Indices are taken from the
+    # disc's own corner, so the same disc anywhere in any array gives bit-identical results.
     coords = np.stack(idx).astype(np.float64)  # 3 x n
+    corner = coords.min(axis=1)
+    coords -= corner[:, None]
     mean = coords.mean(axis=1)
     centred = coords - mean[:, None]
     cov = (centred @ centred.T) / n + np.eye(3) / 12.0
-    for i in range(3):
-        counts = np.bincount(idx[i])
-        occupied = counts > 0
-        weights = counts[occupied] / n
-        position = np.flatnonzero(occupied) - mean[i]
-        spread = float(np.sum(weights * position**2))
-        if spread <= 0:
-            continue  # one slab: no slope to follow
-        for j in range(3):
-            if j != i:
-                slab_mean = np.bincount(idx[i], weights=centred[j])[occupied] / counts[occupied]
-                slope = float(np.sum(weights * position * slab_mean)) / spread
-                cov[i, j] += slope / 12.0
-                cov[j, i] += slope / 12.0
-    return n, mean * s, cov * np.outer(s, s)
+    return n, (mean + corner) * s, cov * np.outer(s, s)
 
 
 def disc_frame(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +92,19 @@ def _half_open(angle: float) -> float:
     return 90.0 if angle <= -90.0 else angle
 
 
-def measure_disc(mask: np.ndarray, spacing: Spacing) -> dict[str, float]:
+def measure_disc(mask: np.ndarray, spacing: Spacing, direction=None) -> dict[str, float]:
     """Geometry of one disc (boolean mask on an LPS grid, [x, y, z]) in mm, mm^3 and degrees.
 
     Keys are ``schema.GEOMETRY_COLUMNS``. An empty mask gives volume 0 and NaN elsewhere.
+    ``direction`` (3x3, row-major 9-tuple or matrix; columns = the array axes in LPS) is the grid's
+    residual rotation after reorientation to LPS: an oblique scan's angles are then measured against the
+    patient's axes, not the scan's. None means the array axes are the patient axes.
     """
     mask = np.asarray(mask, dtype=bool)
     n, _, cov = disc_moments(mask, spacing)
+    if direction is not None and n:
+        rotate = np.asarray(direction, dtype=float).reshape(3, 3)
+        cov = rotate @ cov @ rotate.T  # covariance of the same solid in patient coordinates
     voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))
     volume = n * voxel_mm3
     if n == 0:

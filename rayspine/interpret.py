@@ -21,13 +21,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .classify import USABLE_STATUSES  # the discs whose crop and code can be trusted
 from .config import Config
 from .schema import GEOMETRY_COLUMNS, latent_columns_of
 
 log = logging.getLogger(__name__)
-
-# Discs whose crop and code can be trusted (as in classify.USABLE_STATUSES).
-USABLE_STATUSES = ("ok", "fragments_dropped")
 CORRELATION_COLUMNS = ["latent", "feature", "r", "p", "n"]
 
 

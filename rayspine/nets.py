@@ -42,9 +42,11 @@ def network_spec(name: str, cfg: SegConfig) -> tuple[str, dict[str, Any]]:
     name = resolve_network(name)
     width = int(cfg.feature_size)
     if name == "swinunetr":
-        # SwinUNETR insists on a feature size divisible by 12; round the configured width up.
-        # (MONAI 1.6 dropped ``img_size``: the input only has to be a multiple of 32 per axis.)
-        kwargs = {"in_channels": 1, "out_channels": 1, "feature_size": 12 * math.ceil(width / 12), "use_v2": True}
+        # SwinUNETR insists on a feature size divisible by 12: the configured width rounded up, and at
+        # least 24 (thinner transformers learn poorly; MONAI's own examples use 48). It runs on a GPU,
+        # where the CPU-minded default width does not bind. MONAI 1.6 dropped ``img_size``: the input
+        # only has to be a multiple of 32 per axis.
+        kwargs = {"in_channels": 1, "out_channels": 1, "feature_size": max(24, 12 * math.ceil(width / 12)), "use_v2": True}
     elif name == "segresnet":
         kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 1, "init_filters": width}
     else:

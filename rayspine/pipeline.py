@@ -21,6 +21,7 @@ import pandas as pd
 from . import stages
 from .config import Config
 from .io.archive import index_archive
+from .measure import part_key
 from .io.store import completed_parts, consolidate_parts, write_json_atomic
 from .schema import SCANS_SCHEMA, ScanStatus, discs_schema
 
@@ -50,8 +51,12 @@ def run_pipeline(
     cfg: Config = Config(),
     overwrite: bool = False,
     labels: Path | None = None,
+    segment_stage: type = stages.SegmentScans,
 ) -> str:
-    """Score every scan of ``archive`` into ``out``; returns a one-paragraph summary."""
+    """Score every scan of ``archive`` into ``out``; returns a one-paragraph summary.
+
+    ``segment_stage`` is the actor class of the segmentation step (tests put an oracle there).
+    """
     out = Path(out)
     prepare_output(out, RUN_MARKER, overwrite)
     index = index_archive(archive, use="images")
@@ -62,14 +67,15 @@ def run_pipeline(
         out / RUN_MARKER,
     )
     done = completed_parts(out, "scans")
-    for row in index[(index.status != ScanStatus.OK) & ~index.scan_id.isin(done)].itertuples():
-        stages.write_scan_parts(out, stages.failed_scan(row._asdict(), row.status, row.message), labels_table=None)
-    todo = index[(index.status == ScanStatus.OK) & ~index.scan_id.isin(done)]
-    log.info("%d scans in the archive, %d already complete, %d to score", len(index), len(done), len(todo))
+    index = index[~index.apply(lambda row: part_key(row.to_dict()) in done, axis=1)] if len(done) else index
+    for row in index[index.status != ScanStatus.OK].to_dict("records"):
+        stages.write_scan_parts(out, stages.failed_scan(row, row["status"], row["message"]), labels_table=None)
+    todo = index[index.status == ScanStatus.OK]
+    log.info("%d scans already complete, %d to score", len(done), len(todo))
 
     started = time.perf_counter()
     if len(todo):
-        dataset = build_graph(todo, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, archive, labels)
+        dataset = build_graph(todo, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, archive, labels, segment_stage)
         for n, row in enumerate(dataset.iter_rows(), start=1):
             log.info("[%d/%d] %s: %s, %d discs", n, len(todo), row["scan_id"], row["status"], row["n_discs"])
     seconds = time.perf_counter() - started
@@ -86,7 +92,7 @@ def run_pipeline(
     return summary
 
 
-def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, archive, labels):
+def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, archive, labels, segment_stage):
     """The Ray Data graph over the scans still to do (nothing runs until it is iterated)."""
     import ray
 
@@ -96,13 +102,14 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
     seg_plan = model_pool_plan(cfg.pipeline.seg_actors)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=1)
+    # Reading is I/O-bound: half a CPU each, which also keeps Ray from fusing it into the model actors.
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
     dataset = dataset.map_batches(
-        stages.SegmentScans,
+        segment_stage,
         fn_constructor_kwargs={"model_dir": seg_dir},
         batch_size=cfg.pipeline.batch_size,
         batch_format="numpy",
-        concurrency=seg_plan.size,
+        compute=ray.data.ActorPoolStrategy(size=seg_plan.size),
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
     )
@@ -114,7 +121,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             fn_constructor_kwargs={"model_dir": ae_dir},
             batch_size=cfg.pipeline.batch_size,
             batch_format="numpy",
-            concurrency=ae_plan.size,
+            compute=ray.data.ActorPoolStrategy(size=ae_plan.size),
             num_cpus=ae_plan.num_cpus,
             num_gpus=ae_plan.num_gpus,
         )

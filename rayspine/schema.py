@@ -42,6 +42,7 @@ class DiscStatus:
     TOO_LARGE = "too_large"  # does not fit the crop: reported, never cut
     POSSIBLY_MERGED = "possibly_merged"  # a component much larger than its neighbours: two discs touching?
     FRAGMENTS_DROPPED = "fragments_dropped"  # measured, but small pieces of the label were dropped
+    TOO_SMALL = "too_small"  # a disc label below DiscConfig.min_fragment_mm3 altogether: reported, not measured
 
 
 # --- columns --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .config import Config
+from .measure import part_key
 from .io.archive import narrowing_labels, read_gradings
 from .io.scans import ScanError, read_scan
 from .io.store import part_path, write_crops_zarr, write_mask_zarr, write_parquet_atomic
@@ -72,17 +73,19 @@ class SegmentScans:
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        masks, seconds = [], []
+        masks, seconds, nodes = [], [], []
         for i, status in enumerate(batch["status"]):
             started = time.perf_counter()
             if status == ScanStatus.OK:
                 volume = _volume(batch["voxels"][i], batch["grid"][i])
                 masks.append(self.segmenter.predict(volume).voxels.astype(np.uint8))
+                nodes.append(self.node_id)
             else:
                 masks.append(EMPTY_3D)
+                nodes.append("")
             seconds.append(time.perf_counter() - started)
         batch = {k: v for k, v in batch.items() if k != "voxels"}
-        batch.update(mask=_ragged(masks), seconds_segment=np.asarray(seconds), node_id=np.asarray([self.node_id] * len(masks)))
+        batch.update(mask=_ragged(masks), seconds_segment=np.asarray(seconds), node_id=np.asarray(nodes))
         return batch
 
 
@@ -147,11 +150,12 @@ def write_scan_parts(out: Path, row: dict, labels_table: pd.DataFrame | None) ->
     k = latent.shape[1] if latent is not None and latent.ndim == 2 else 0
     schema = discs_schema(k)
     table = pa.Table.from_pandas(discs.reindex(columns=schema.names), schema=schema, preserve_index=False)
-    write_parquet_atomic(table, part_path(out, "discs", row["scan_id"]))
+    key = part_key(row)
+    write_parquet_atomic(table, part_path(out, "discs", key))
     scan = {name: row.get(name) for name in SCANS_SCHEMA.names}
     scan["path"] = row.get("image_path")
     scan["n_discs"] = int(row.get("n_discs") or 0)
-    write_parquet_atomic(pa.Table.from_pylist([scan], schema=SCANS_SCHEMA), part_path(out, "scans", row["scan_id"]))
+    write_parquet_atomic(pa.Table.from_pylist([scan], schema=SCANS_SCHEMA), part_path(out, "scans", key))
 
 
 def join_labels(discs: pd.DataFrame, labels_table: pd.DataFrame | None) -> pd.Series:

@@ -27,6 +27,7 @@ from .autoencoder import DEFAULT_FILE, data_hash, save_autoencoder, train_autoen
 from .config import Config
 from .io.models import CARD_FILE, ModelFileError, load_card
 from .io.store import read_crops_zarr, write_json_atomic, written_groups
+from .runtime import init_ray
 from .schema import DiscStatus
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,11 @@ def load_crops(crop_dirs: list[Path]) -> tuple[np.ndarray, pd.DataFrame]:
                 patient = wanted["patient_id"].iloc[0] if "patient_id" in wanted and len(wanted) else None
             else:
                 index, patient = np.arange(len(crops)), None
+            # Without a patient id each scan counts as its own patient for the held-out split.
+            patient = str(patient) if patient is not None and pd.notna(patient) else scan_id
             for i in index:
                 arrays.append(np.asarray(crops[i], dtype=np.uint8))
-                rows.append({"source": str(folder), "scan_id": scan_id, "patient_id": patient or scan_id, "level": int(levels[i])})
+                rows.append({"source": str(folder), "scan_id": scan_id, "patient_id": patient, "level": int(levels[i])})
     if not arrays:
         raise ValueError(f"no usable disc crops in {[str(d) for d in crop_dirs]}")
     return np.stack(arrays), pd.DataFrame(rows)
@@ -174,8 +177,7 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
 
     todo = [k for k in cfg.ae.bottlenecks if not _finished(out / f"bn{k}", digest, ae_json)]
     if todo:
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False)
+        init_ray()  # joins the cluster of RAY_ADDRESS, else a local Ray (no-op when already connected)
         resources, threads = trial_resources(len(todo), ray.cluster_resources())
         log.info("sweep: %d trials at once, each %s, %d torch thread(s)", len(todo), resources, threads)
         trainable = tune.with_parameters(

@@ -135,6 +135,9 @@ def test_training_lowers_loss_and_reports_eval_mode_iou(phantoms):
 def test_converged_run_stops_at_target(phantoms):
     result = train_autoencoder(phantoms[:4], 3, _cfg(target_iou=-1.0))  # any IoU exceeds it
     assert result.converged and result.epochs == 1 and len(result.history) == 1
+    # A time budget (6 ms) spent during the first epoch stops the run there, not converged.
+    timed = train_autoencoder(phantoms[:4], 3, _cfg(target_iou=1.01, max_epochs=50, max_minutes=1e-4))
+    assert not timed.converged and timed.epochs == 1
 
 
 def test_disc_alone_and_in_batch_give_same_code(phantoms, tmp_path):
@@ -201,3 +204,18 @@ def test_interrupted_run_resumes_to_the_same_weights(phantoms, tmp_path):
     # Other settings: the checkpoint is not used.
     other = train_autoencoder(crops, 3, _cfg(max_epochs=1, learning_rate=1e-4), out_dir=tmp_path)
     assert other.resumed_epoch == 0 and other.epochs == 1
+
+
+def test_precise_batch_norm_statistics_are_the_data_average(phantoms):
+    from rayspine.autoencoder import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    net = DiscAutoencoder(3).eval()
+    recalibrate_batch_norm(net, phantoms, batch_size=len(phantoms), channels_last=False)
+    conv, norm = net.encoder[0][0], net.encoder[0][1]
+    with torch.no_grad():
+        features = conv(torch.from_numpy(phantoms).float()[:, None])  # (n, c, 32, 32, 32)
+    per_channel = features.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(norm.running_mean, per_channel.mean(1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(norm.running_var, per_channel.var(1, unbiased=True), rtol=1e-4, atol=1e-6)
+    assert norm.momentum == 0.1 and not net.training  # settings put back

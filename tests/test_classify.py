@@ -21,7 +21,7 @@ from rayspine.config import Config, CVConfig
 from rayspine.io.archive import narrowing_labels, read_gradings
 from rayspine.schema import GEOMETRY_COLUMNS, LABEL_COLUMN, latent_columns
 
-from conftest import SPIDER_DIR, require
+from tests.conftest import SPIDER_DIR, require
 
 FAST = CVConfig(n_estimators=50, n_bootstrap=200)
 
@@ -210,3 +210,10 @@ def test_run_cv_on_ray_writes_table_markdown_roc_and_oof(tmp_path, ray_local):
     oof = pd.read_parquet(tmp_path / "leaky" / "oof.parquet")
     assert (oof.groupby("patient_id")["fold"].nunique() > 1).any()
     assert "leaky" in (tmp_path / "leaky" / "cv.md").read_text()
+
+
+def test_table_without_latent_columns_scores_the_geometric_set_only():
+    table = discs_table(n_patients=20, label=narrow_if_low, seed=6).drop(columns=latent_columns(4))
+    results, oof = cross_validate(table, CVConfig(n_estimators=20, n_bootstrap=50), use_ray=False)
+    assert results[["feature_set", "variant"]].values.tolist() == [["geometric", "plain"], ["geometric", "class-weighted"]]
+    assert (results["auc"] > 0.9).all() and len(oof) == 2 * len(table)

@@ -32,8 +32,11 @@ GRADINGS_COLUMNS = {
 
 
 def is_spider_archive(root: str | Path) -> bool:
+    """``images/`` present, or ``masks/`` alone: a plain folder of scans may also hold a ``masks/`` folder."""
     root = Path(root)
-    return (root / "images").is_dir() or (root / "masks").is_dir()
+    if (root / "images").is_dir():
+        return True
+    return (root / "masks").is_dir() and not any(is_scan_path(p) for p in root.iterdir())
 
 
 def patient_of(scan_id: str) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,9 @@ def read_scan(path: str | os.PathLike, limits: ScanLimits = ScanLimits(), check_
     try:
         image = reader.Execute()
     except RuntimeError as err:
-        raise ScanError(path, ScanStatus.UNREADABLE, f"voxel data unreadable: {_first_line(err)}") from None
+        raise ScanError(
+            path, ScanStatus.UNREADABLE, f"voxel data unreadable (truncated or corrupt?): {_first_line(err)}"
+        ) from None
     volume = from_sitk(image)
     if check_voxels:
         _check_voxels(path, volume.voxels)
@@ -122,9 +126,9 @@ def _check_geometry(path, size, spacing, direction, limits: ScanLimits) -> None:
         raise ScanError(path, ScanStatus.BAD_HEADER, f"absurd size {tuple(size)}")
     spacing = np.asarray(spacing, dtype=float)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ScanError(path, ScanStatus.BAD_HEADER, f"non-finite or non-positive spacing {tuple(spacing)}")
+        raise ScanError(path, ScanStatus.BAD_HEADER, f"non-finite or non-positive spacing {tuple(spacing.tolist())}")
     if np.any(spacing < limits.min_spacing_mm) or np.any(spacing > limits.max_spacing_mm):
-        raise ScanError(path, ScanStatus.BAD_HEADER, f"absurd spacing {tuple(spacing)} mm")
+        raise ScanError(path, ScanStatus.BAD_HEADER, f"absurd spacing {tuple(spacing.tolist())} mm")
     matrix = np.asarray(direction, dtype=float).reshape(3, 3)
     if not np.all(np.isfinite(matrix)) or not np.allclose(matrix.T @ matrix, np.eye(3), atol=limits.orthonormal_tol):
         raise ScanError(path, ScanStatus.BAD_HEADER, "direction matrix is not orthonormal")
@@ -143,20 +147,26 @@ def _check_voxels(path: Path, voxels: np.ndarray) -> None:
 
 
 def write_scan(volume: Volume, path: str | os.PathLike, compress: bool = True) -> None:
-    """Write a volume (any of the file suffixes); the file appears atomically."""
+    """Write a volume (any of the file suffixes); the file appears atomically.
+
+    It is written under its final name in a hidden scratch folder beside it, then moved: a ``.mhd``
+    header names its data file (``.raw``/``.zraw``), so that file keeps its final name too and is
+    moved first, the header last.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{_suffix(path)}")
-    sitk.WriteImage(to_sitk(volume), str(tmp), useCompression=compress)
-    os.replace(tmp, path)
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return next(s for s in sorted(SCAN_SUFFIXES, key=len, reverse=True) if name.endswith(s))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        sitk.WriteImage(to_sitk(volume), str(scratch / path.name), useCompression=compress)
+        for produced in sorted(scratch.iterdir(), key=lambda p: p.name == path.name):
+            os.replace(produced, path.parent / produced.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _first_line(err: Exception) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    # ITK puts the useful sentence last ("... Description: ..."); keep it short.
-    return (lines[-1] if lines else type(err).__name__)[:300]
+    # ITK puts the useful sentence last ("... Description: ..."); keep it short. A trailing "Reason: ..."
+    # is strerror(errno), often stale ("No such file or directory" for a truncated file): drop it.
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and not ln.strip().startswith("Reason:")]
+    line = lines[-1] if lines else type(err).__name__
+    return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", line)[:300]

@@ -8,8 +8,8 @@ AP and normal axes. The shape is symmetric in u and in the normal, so its princi
 columns, and a disc's true height, widths and angles are the parameters it was built from.
 
 Discs are stacked from the sacrum up: disc 1 (L5/S1), vertebra 1 (L5), disc 2, ... The discs' sagittal
-angles follow a lordosis (positive at the bottom: the normal tilts anteriorly), and each disc's wedge makes
-up the angle between the vertebrae above and below it, as in a real spine.
+angles follow a lordosis (positive at the bottom: the normal tilts anteriorly); wedged discs and wedged
+vertebrae share the angle change between levels, as in a real spine.
 """
 
 from __future__ import annotations
@@ -101,19 +101,26 @@ def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spi
     coronal = rng.normal(0, 2.5, k) + rng.normal(0, 1.0)
     exponents = rng.uniform(2.0, 2.8, k)
 
-    # Vertebrae sit between discs at the mean of their angles; the sacrum mirrors vertebra 1 about disc 1.
-    next_sag = np.append(sagittal[1:], sagittal[-1] - 4.0)
-    vert_sag = (sagittal + next_sag) / 2
+    # Lordosis is shared between wedged discs and wedged vertebrae. A disc takes 40-80% of the local
+    # angle change (posterior height >= 60% of the centre height); each vertebra takes the remainder, so
+    # its endplates are parallel to the disc surfaces they touch.
+    ext = np.concatenate([[2 * sagittal[0] - sagittal[min(1, k - 1)]], sagittal, [sagittal[-1] - 4.0]])
+    local = (ext[:-2] - ext[2:]) / 2
+    max_wedge = np.rad2deg(2 * np.arctan(0.4 * heights / ap))  # w <= 0.4
+    wedge_deg = np.clip(local * rng.uniform(0.4, 0.8, k) + rng.normal(0, 1.0, k), 0.0, max_wedge)
+    wedges = 2 * (ap / 2) * np.tan(np.deg2rad(wedge_deg) / 2) / heights
+    disc_top = sagittal - wedge_deg / 2  # angle of each disc's upper surface
+    disc_bottom = sagittal + wedge_deg / 2
+    above_bottom = np.append(disc_bottom[1:], disc_top[-1] - 4.0)
+    vert_sag = (disc_top + above_bottom) / 2
+    vert_wedge_deg = disc_top - above_bottom  # negative: taller posteriorly
     vert_tra = (transverse + np.append(transverse[1:], 0.0)) / 2
     vert_cor = (coronal + np.append(coronal[1:], coronal[-1])) / 2
-    below_sag = np.concatenate([[2 * sagittal[0] - vert_sag[0]], vert_sag[:-1]])
-    wedge_deg = np.clip(below_sag - vert_sag + rng.normal(0, 1.0, k), 0.0, 18.0)
-    wedges = np.minimum(0.7, 2 * (ap / 2) * np.tan(np.deg2rad(wedge_deg) / 2) / heights)
     vert_height = VERTEBRA_HEIGHT_MM[:k] * size * rng.normal(1.0, 0.03, k)
 
     solids: list[Solid] = []
     discs: list[Solid] = []
-    sacrum_r = rotation(below_sag[0], 0.0, coronal[0])
+    sacrum_r = rotation(disc_bottom[0], 0.0, coronal[0])
     sacrum_c = base - sacrum_r[:, 2] * 22.0
     solids += [Solid(0, BONE_MARROW, sacrum_c, sacrum_r, lateral[0] / 2 * 1.05, ap[0] / 2, 22.0, 2.3)]
     solids += _canal_and_arch(0, sacrum_c, sacrum_r, ap[0] / 2, 22.0)
@@ -131,7 +138,8 @@ def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spi
         v_centre = top + rv[:, 2] * half
         # Vertebrae reach 1.5 mm into the neighbouring discs so no gap opens at wedge edges; discs win.
         a_v, b_v = lateral[i] / 2 * 0.98, ap[i] / 2 * 0.98
-        solids.append(Solid(i + 1, BONE_MARROW, v_centre, rv, a_v, b_v, half + 1.5, 2.3))
+        w_v = np.clip(b_v * np.tan(np.deg2rad(vert_wedge_deg[i]) / 2) / (half + 1.5), -0.6, 0.6)
+        solids.append(Solid(i + 1, BONE_MARROW, v_centre, rv, a_v, b_v, half + 1.5, 2.3, w_v))
         solids += _canal_and_arch(i + 1, v_centre, rv, b_v, half)
         point = top + rv[:, 2] * vert_height[i]
     solids = _canal_first(solids) + discs

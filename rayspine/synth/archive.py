@@ -138,11 +138,10 @@ def synthesize_archive(
     truth_df = pd.DataFrame(truth, columns=TRUTH_COLUMNS)
     truth_df["level"] = truth_df["level"].astype("int32")
     truth_df["disc_narrowing"] = truth_df["disc_narrowing"].astype("int8")
-    _atomic(out / "overview.csv", lambda tmp: pd.DataFrame(overview, columns=[*OVERVIEW_COLUMNS, "site"]).to_csv(tmp, index=False))
-    _atomic(
-        out / "radiological_gradings.csv",
-        lambda tmp: pd.DataFrame(gradings, columns=GRADINGS_HEADER).to_csv(tmp, index=False),
-    )
+    overview_df = pd.DataFrame(overview, columns=[*OVERVIEW_COLUMNS, "site"])
+    gradings_df = pd.DataFrame(gradings, columns=GRADINGS_HEADER)
+    _atomic(out / "overview.csv", lambda tmp: overview_df.to_csv(tmp, index=False))
+    _atomic(out / "radiological_gradings.csv", lambda tmp: gradings_df.to_csv(tmp, index=False))
     _atomic(out / "truth.parquet", lambda tmp: truth_df.to_parquet(tmp, index=False))
     return truth_df
 

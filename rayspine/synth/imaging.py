@@ -89,7 +89,8 @@ def _binned_pixel(pixel_mm: float, slice_mm: float, preset: SizePreset) -> float
 
 def _site(index: int, acq, pixel: float, rng: np.random.Generator) -> Site:
     acquisition = {k: v for k, v in acq.items() if k not in ("source_series", "pixel_mm", "slice_mm")}
-    acquisition["PixelSpacing"] = f"[{pixel!r}, {pixel!r}]"
+    if pixel != acq.pixel_mm:  # binned: say what is stored
+        acquisition["PixelSpacing"] = f"[{float(pixel)!r}, {float(pixel)!r}]"
     acquisition["SpacingBetweenSlices"] = acquisition["SliceThickness"]  # synthetic slices are contiguous
     return Site(
         name=f"site{index + 1}",

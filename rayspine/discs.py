@@ -1,0 +1,171 @@
+"""Disc instances with their levels, and centre-of-mass crops on the canonical grid (pure numpy/scipy).
+
+Masks are arrays ``[x, y, z]`` on an LPS-aligned grid (axis 2 runs inferior -> superior), so "from the
+bottom" is increasing z. Nothing here is silently discarded: dropped pieces, suspicious components and
+discs too large for the crop carry a ``schema.DiscStatus`` and a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .config import DiscConfig
+from .schema import DiscStatus, disc_level, is_disc_label
+
+Spacing = tuple[float, float, float]
+# 26-connectivity: on 3-4 mm slices a tilted disc touches its neighbouring slice only along edges or
+# corners, and 6-connectivity would break it into pieces.
+CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass
+class DiscInstance:
+    level: int  # number from the bottom (1 = L5/S1 in a lumbar scan), as SPIDER's "IVD label"
+    bbox: tuple[slice, slice, slice] | None  # where ``mask`` lies in the input array
+    mask: np.ndarray | None  # boolean, the size of ``bbox``; None when the disc was not kept
+    status: str = DiscStatus.OK
+    message: str = ""
+    volume_mm3: float = 0.0
+
+    def full_mask(self, shape) -> np.ndarray:
+        """The disc as a boolean array of the input's ``shape``."""
+        out = np.zeros(shape, dtype=bool)
+        if self.mask is not None:
+            out[self.bbox] = self.mask
+        return out
+
+
+def looks_binary(labels: np.ndarray) -> bool:
+    """True for a 0/1 disc mask (a prediction), False for a SPIDER label mask (has labels 201..)."""
+    top = int(labels.max()) if labels.size else 0
+    return top <= 1 and int(labels.min(initial=0)) >= 0
+
+
+def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscConfig(), binary: bool = False) -> list[DiscInstance]:
+    """The discs of a SPIDER label mask (labels 201.., level = label - 200) or of a binary disc mask.
+
+    SPIDER labels: each label's largest connected piece is the disc; smaller pieces are dropped and the
+    disc is flagged ``fragments_dropped``; a label smaller than ``cfg.min_fragment_mm3`` altogether is
+    reported ``too_small`` with no mask. Binary: connected components, levels counted from the bottom;
+    components below ``cfg.min_fragment_mm3`` are dropped and the nearest disc is flagged; a component
+    more than ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged``
+    (two discs touching?), never split.
+    """
+    labels = np.asarray(labels)
+    voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))
+    if binary:
+        return _binary_instances(labels != 0, voxel_mm3, cfg)
+    return _label_instances(labels, voxel_mm3, cfg)
+
+
+def _label_instances(labels: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> list[DiscInstance]:
+    if labels.size == 0 or labels.max() <= 0:
+        return []
+    if not np.issubdtype(labels.dtype, np.integer):
+        labels = labels.astype(np.int64)
+    instances = []
+    # find_objects gives every label's bounding box in one pass; each disc is then handled in its box.
+    for index, box in enumerate(ndimage.find_objects(np.clip(labels, 0, None)), start=1):
+        if box is None or not is_disc_label(index):
+            continue
+        pieces, n = ndimage.label(labels[box] == index, structure=CONNECTIVITY)
+        sizes = np.bincount(pieces.ravel())[1:]
+        keep = int(np.argmax(sizes)) + 1
+        level, volume = disc_level(index), float(sizes[keep - 1]) * voxel_mm3
+        if volume < cfg.min_fragment_mm3:
+            message = f"label {index}: {volume:.0f} mm3 in all, below {cfg.min_fragment_mm3:.0f} mm3; not measured"
+            instances.append(DiscInstance(level, None, None, DiscStatus.TOO_SMALL, message, float(sizes.sum()) * voxel_mm3))
+            continue
+        instance = _instance(level, box, pieces == keep, volume)
+        if n > 1:
+            dropped = float(sizes.sum() - sizes[keep - 1]) * voxel_mm3
+            instance.status = DiscStatus.FRAGMENTS_DROPPED
+            instance.message = f"label {index}: kept the largest piece, dropped {n - 1} other piece(s), {dropped:.0f} mm3"
+        instances.append(instance)
+    return sorted(instances, key=lambda d: d.level)
+
+
+def _binary_instances(mask: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> list[DiscInstance]:
+    if not mask.any():
+        return []
+    components, n = ndimage.label(mask, structure=CONNECTIVITY)
+    sizes = np.bincount(components.ravel())[1:]
+    boxes = ndimage.find_objects(components)
+    centres = np.asarray(ndimage.center_of_mass(mask, components, range(1, n + 1))).reshape(n, 3)
+    kept = [i for i in range(n) if sizes[i] * voxel_mm3 >= cfg.min_fragment_mm3]
+    if not kept:
+        return []
+    kept.sort(key=lambda i: (centres[i, 2], centres[i, 1], centres[i, 0]))  # from the bottom
+    instances = {i: _instance(rank + 1, boxes[i], components[boxes[i]] == i + 1, sizes[i] * voxel_mm3) for rank, i in enumerate(kept)}
+    volumes = np.array([sizes[i] for i in kept], dtype=float)
+    for k, i in enumerate(kept):
+        others = np.delete(volumes, k)
+        if len(others) and volumes[k] > cfg.merged_volume_ratio * float(np.median(others)):
+            ratio = volumes[k] / float(np.median(others))
+            _flag(instances[i], DiscStatus.POSSIBLY_MERGED, f"{ratio:.1f}x the median volume of the other discs: two discs touching?")
+    # Small pieces: reported on the nearest disc (they are most likely its broken-off edges).
+    dropped = [i for i in range(n) if i not in instances]
+    for i in dropped:
+        nearest = min(kept, key=lambda j: float(np.sum((centres[j] - centres[i]) ** 2)))
+        _flag(instances[nearest], DiscStatus.FRAGMENTS_DROPPED, f"dropped a {sizes[i] * voxel_mm3:.0f} mm3 fragment nearby")
+    return [instances[i] for i in kept]
+
+
+def _instance(level: int, box, mask: np.ndarray, volume: float) -> DiscInstance:
+    return DiscInstance(level=level, bbox=tuple(box), mask=mask, volume_mm3=float(volume))
+
+
+# Which flag a disc shows when it has several (the most serious first); all messages are kept.
+_SEVERITY = [DiscStatus.OK, DiscStatus.FRAGMENTS_DROPPED, DiscStatus.POSSIBLY_MERGED, DiscStatus.TOO_LARGE, DiscStatus.TOO_SMALL]
+
+
+def _flag(instance: DiscInstance, status: str, message: str) -> None:
+    if _SEVERITY.index(status) > _SEVERITY.index(instance.status):
+        instance.status = status
+    instance.message = f"{instance.message}; {message}" if instance.message else message
+
+
+def worst_status(a: str, b: str) -> str:
+    """The more serious of two disc statuses."""
+    rank = {s: i for i, s in enumerate(_SEVERITY)}
+    return a if rank.get(a, len(rank)) >= rank.get(b, len(rank)) else b
+
+
+def crop_disc(disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing = (1.4, 1.2, 1.5), size: int = 64) -> tuple[np.ndarray | None, str, str]:
+    """The disc resampled (nearest neighbour) to ``target_spacing``, centred at its centre of mass in a
+    zero-padded ``size``^3 uint8 array (1 = disc). Returns ``(crop, status, message)``; a disc that does
+    not fit gives ``(None, "too_large", why)``: it is never cut.
+
+    Crop voxel i along an axis sits at ``com + (i - (size - 1) / 2) * target`` mm, so the centre of mass
+    falls at the crop's centre, (size - 1) / 2.
+    """
+    mask = np.asarray(disc_mask) != 0
+    if not mask.any():
+        return None, DiscStatus.TOO_SMALL, "empty disc mask"
+    # Work in the disc's bounding box: the rest of the scan is background.
+    box = ndimage.find_objects(mask.astype(np.uint8))[0]
+    mask = mask[box]
+    src = np.asarray(spacing, dtype=float)
+    dst = np.asarray(target_spacing, dtype=float)
+    com = np.asarray(ndimage.center_of_mass(mask)) * src  # mm from the box's first voxel centre
+    half = size * dst / 2.0
+    low, high = -src / 2.0 - com, (np.asarray(mask.shape) - 0.5) * src - com  # voxel-box extent around the COM
+    if np.any(low < -half - 1e-9) or np.any(high > half + 1e-9):
+        need = np.max(np.maximum(-low, high) * 2.0 / dst)
+        return None, DiscStatus.TOO_LARGE, f"disc spans {need:.0f} voxels of the canonical grid, more than the {size}^3 crop"
+    # Output voxel o maps to input index (com + (o - c) * dst) / src: a diagonal affine map, resampled
+    # with order 0 (nearest neighbour) and background outside the box.
+    # The box gets one voxel of background on every side: scipy's "constant" mode returns cval for any
+    # sample beyond the outermost voxel *centre*, which would shave half a voxel off each face.
+    scale = dst / src
+    # + 1 for the padding; + 1e-6 voxel so that a sample exactly halfway between two voxels always goes
+    # the same way, whatever rounding the arithmetic left (crops of any size then agree voxel for voxel).
+    offset = (com - (size - 1) / 2.0 * dst) / src + 1.0 + 1e-6
+    padded = np.pad(mask.astype(np.uint8), 1)
+    crop = ndimage.affine_transform(padded, scale, offset=offset, output_shape=(size,) * 3, order=0, mode="constant", cval=0)
+    if not crop.any():  # smaller than a canonical voxel: nearest neighbour samples none of it
+        return None, DiscStatus.TOO_SMALL, "disc vanishes on the canonical grid (smaller than a voxel)"
+    return crop, DiscStatus.OK, ""

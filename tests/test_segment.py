@@ -1,0 +1,232 @@
+"""Segmentation: networks, splits, metrics, the inference mapping, a tiny Ray Train run and its resume.
+
+The real-anatomy training (two real T2 volumes, one for validation) is behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rayspine.config import Config
+from rayspine.io.models import ModelFileError, save_model
+from rayspine.nets import build_segmentation_net, check_patch_size, network_spec, resolve_network
+from rayspine.seg_data import data_hash, split_patients
+from rayspine.seg_train import iou_dice
+from rayspine.segment import Segmenter, make_card, mean_ci
+
+try:  # tests/ as a package or as a plain folder on sys.path
+    from tests.test_preprocess import oblique_scan
+except ImportError:
+    from test_preprocess import oblique_scan
+
+torch.set_num_threads(1)
+
+TINY = {"patch_size": (32, 32, 32), "feature_size": 4, "samples_per_scan": 2, "max_epochs": 2}
+
+
+# --- networks ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+def test_each_network_maps_a_patch_to_one_logit_channel(name):
+    cfg = Config().seg
+    net = build_segmentation_net(name, cfg).eval()
+    with torch.inference_mode():
+        out = net(torch.randn(2, 1, 32, 64, 32))
+    assert out.shape == (2, 1, 32, 64, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_auto_network_follows_the_device_and_patch_sizes_are_checked():
+    assert resolve_network("auto", cuda=True) == "swinunetr"
+    assert resolve_network("auto", cuda=False) == "unet"
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_network("vnet")
+    # SwinUNETR insists on multiples of 32 per axis and on a feature size divisible by 12.
+    check_patch_size("swinunetr", (64, 96, 96))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_patch_size("swinunetr", (48, 96, 96))
+    assert network_spec("swinunetr", Config().seg)[1]["feature_size"] == 24
+    assert network_spec("swinunetr", Config().replace(seg={"feature_size": 40}).seg)[1]["feature_size"] == 48
+    assert network_spec("unet", Config().seg)[1]["channels"] == [8, 16, 32, 64, 128]
+
+
+# --- splits and metrics -----------------------------------------------------------------------------
+def _index(n_patients=12, scans_per_patient=2, sites=3):
+    rows = [
+        {"scan_id": f"{p}_{s}", "patient_id": str(p), "site": f"site{(p - 1) % sites + 1}"}
+        for p in range(1, n_patients + 1)
+        for s in range(scans_per_patient)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_held_out_site_is_the_whole_test_set_and_patients_never_straddle():
+    index = _index()
+    split = split_patients(index, test_fraction=0.2, val_fraction=0.25, test_site="site2", seed=0)
+    site_of = dict(zip(index["scan_id"], index["site"]))
+    assert {site_of[s] for s in split["test"]} == {"site2"}
+    assert len(split["test"]) == 8  # 4 patients of site2, 2 scans each
+    assert "site2" not in {site_of[s] for s in split["train"] + split["val"]}
+    assert len(split["val"]) == 4  # a quarter of the 8 remaining patients, both scans each
+    patient = lambda ids: {s.split("_")[0] for s in ids}  # noqa: E731
+    assert not (patient(split["train"]) & patient(split["val"]) or patient(split["train"]) & patient(split["test"]))
+    assert sorted(sum(split.values(), [])) == sorted(index["scan_id"])
+    with pytest.raises(ValueError, match="not in the archive"):
+        split_patients(index, 0.2, 0.2, test_site="site9")
+
+
+def test_random_split_takes_the_test_fraction_of_patients():
+    split = split_patients(_index(n_patients=10, scans_per_patient=1), 0.2, 0.25, None, seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [6, 2, 2]
+    assert split == split_patients(_index(n_patients=10, scans_per_patient=1), 0.2, 0.25, None, seed=3)
+
+
+def test_iou_and_dice_known_answers():
+    a = np.zeros((10, 10, 10), bool)
+    b = np.zeros_like(a)
+    a[0:4] = True  # 400 voxels
+    b[2:6] = True  # 400 voxels, 200 shared
+    iou, dice = iou_dice(a, b)
+    assert iou == pytest.approx(200 / 600) and dice == pytest.approx(0.5)
+    assert iou_dice(a, a) == (1.0, 1.0)
+    assert iou_dice(np.zeros_like(a), np.zeros_like(a)) == (1.0, 1.0)
+
+
+def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.9, 0.03, 8), rng.normal(0.9, 0.03, 200)
+    a, b = mean_ci(few), mean_ci(many)
+    assert a["ci95"][0] < a["mean"] < a["ci95"][1]
+    assert b["ci95"][1] - b["ci95"][0] < a["ci95"][1] - a["ci95"][0]
+    assert b["ci95"][0] < 0.9 < b["ci95"][1]
+    assert mean_ci([])["mean"] is None
+
+
+def test_data_hash_depends_on_ids_and_sizes_not_order():
+    a = data_hash([("1_t1", 10, 5), ("2_t1", 11, 6)])
+    assert a == data_hash([("2_t1", 11, 6), ("1_t1", 10, 5)])
+    assert a != data_hash([("1_t1", 10, 5), ("2_t1", 12, 6)])
+
+
+# --- inference mapping ------------------------------------------------------------------------------
+class _Oracle(torch.nn.Module):
+    """Logits that threshold the normalised image: a 'network' whose right answer is known."""
+
+    def forward(self, x):
+        return 10.0 * (x - 1.0)
+
+
+def test_predict_returns_the_disc_on_the_scans_own_oblique_grid():
+    cfg = Config()
+    truth = oblique_scan()
+    image = truth.with_voxels((truth.voxels > 0) * 300.0 + 20.0)  # bright disc, dark surroundings
+    segmenter = Segmenter(_Oracle(), make_card("unet", {}, cfg), device="cpu")
+    pred = segmenter.predict(image)
+    assert pred.same_grid(image) and pred.voxels.dtype == np.uint8
+    assert set(np.unique(pred.voxels)) <= {0, 1}
+    # The way back is exact up to the resampling of a 3 mm-slice scan through the 1.4x1.2x1.5 mm grid.
+    assert iou_dice(pred.voxels, truth.voxels > 0)[1] > 0.95
+
+
+def test_load_refuses_foreign_cards_mismatched_and_pickled_weights(tmp_path):
+    cfg = Config()
+    name, kwargs = network_spec("unet", Config().replace(seg={"feature_size": 4}).seg)
+    net = build_segmentation_net("unet", Config().replace(seg={"feature_size": 4}).seg)
+    save_model(tmp_path / "ok", net.state_dict(), make_card(name, kwargs, cfg))
+    assert isinstance(Segmenter.load(tmp_path / "ok", device="cpu").net, torch.nn.Module)
+
+    save_model(tmp_path / "ae", net.state_dict(), {**make_card(name, kwargs, cfg), "kind": "autoencoder"})
+    with pytest.raises(ModelFileError, match="not a segmenter"):
+        Segmenter.load(tmp_path / "ae")
+
+    wider = {**kwargs, "channels": [8, 16, 32, 64, 128]}
+    save_model(tmp_path / "wide", net.state_dict(), make_card(name, wider, cfg))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        Segmenter.load(tmp_path / "wide")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "model.json").write_text(json.dumps(make_card(name, kwargs, cfg)))
+    torch.save({"weights": net.state_dict(), "payload": _Oracle()}, pickled / "model.pt")  # a pickled object
+    with pytest.raises(ModelFileError, match="refused"):
+        Segmenter.load(pickled)
+
+
+# --- a tiny end-to-end run on Ray Train -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory):
+    from rayspine.synth import synthesize_archive
+
+    root = tmp_path_factory.mktemp("seg_archive")
+    synthesize_archive(root, patients=4, sites=2, seed=1, size="small")
+    return root
+
+
+def test_train_segmenter_writes_a_model_that_predicts_on_the_scan_grid(tiny_archive, tmp_path, ray_local):
+    from rayspine.io.archive import index_archive
+    from rayspine.io.models import load_card
+    from rayspine.io.scans import read_scan
+    from rayspine.segment import _prepared_refs, train_segmenter
+    from rayspine.seg_train import fit_prepared
+
+    cfg = Config().replace(seg=TINY)
+    out = tmp_path / "seg"
+    metrics = train_segmenter(tiny_archive, out, cfg, test_site="site2")
+    for name in ("model.safetensors", "model.json", "metrics.json"):
+        assert (out / name).is_file()
+    assert json.loads((out / "metrics.json").read_text())["n_test"] == metrics["n_test"] == 2
+    assert (metrics["n_train"], metrics["n_val"]) == (1, 1)
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and metrics["network"] == "unet"
+    assert {r["site"] for r in metrics["per_scan"]} == {"site2"}
+    assert all(0.0 <= r["dice"] <= 1.0 for r in metrics["per_scan"])
+    low, high = metrics["test_dice"]["ci95"]
+    assert low <= metrics["test_dice"]["mean"] <= high
+    card = load_card(out)
+    assert card["kind"] == "segmenter" and card["config_digest"] == cfg.digest()
+    assert len(card["data_hash"]) == 16 and card["architecture"]["name"] == "unet"
+    assert card["spacing_mm"] == list(cfg.grid.spacing_mm) and card["patch_size"] == [32, 32, 32]
+
+    index = index_archive(tiny_archive)
+    image = read_scan(index.loc[index["site"] == "site2", "image_path"].iloc[0])
+    pred = Segmenter.load(out, device="cpu").predict(image)
+    assert pred.same_grid(image) and pred.voxels.dtype == np.uint8 and set(np.unique(pred.voxels)) <= {0, 1}
+
+    # A finished folder is not retrained (same metrics back, at once) unless asked.
+    start = time.perf_counter()
+    assert train_segmenter(tiny_archive, out, cfg, test_site="site2") == metrics
+    assert time.perf_counter() - start < 5
+
+    # Ray Train resumes the interrupted run from its storage: epochs 1-2 are restored, only 3 is trained.
+    rows = [r for r in index.itertuples() if r.site == "site1"]
+    refs = _prepared_refs(rows[:1], cfg), _prepared_refs(rows[1:], cfg)
+    _, outcome, _ = fit_prepared(*refs, cfg.replace(seg={"max_epochs": 3}), out / "ray_results")
+    assert outcome.epochs == 3 and len(outcome.history) == 3
+    assert outcome.history[:2] == metrics["history"]
+
+
+# --- real anatomy (slow) ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_t2_volumes_train_to_dice_085_within_15_minutes(tmp_path, ray_local):
+    try:
+        from tests.conftest import load_real_subject
+    except ImportError:
+        from conftest import load_real_subject
+
+    from rayspine.seg_train import fit_segmenter
+
+    train = [load_real_subject(11), load_real_subject(20)]
+    val_image, val_mask = load_real_subject(25)
+    cfg = Config().replace(seg={"max_minutes": 12.0, "samples_per_scan": 8, "patience": 40})
+    start = time.perf_counter()
+    net, outcome, (name, kwargs) = fit_segmenter(train, [(val_image, val_mask)], cfg, tmp_path / "ray_results")
+    pred = Segmenter(net, make_card(name, kwargs, cfg), device="cpu").predict(val_image)
+    seconds = time.perf_counter() - start
+    dice = iou_dice(pred.voxels, val_mask.voxels > 200)[1]
+    print(f"real T2: validation Dice {dice:.3f} after {outcome.epochs} epochs, {seconds:.0f} s ({name})")
+    assert seconds < 15 * 60
+    assert dice >= 0.85
