@@ -5,7 +5,9 @@
 """
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 from rayspine.classify import run_cv
 from rayspine.config import Config
@@ -17,10 +19,12 @@ parser.add_argument("features")
 parser.add_argument("out")
 parser.add_argument("--labels")
 parser.add_argument("--leaky-folds", action="store_true", help="the paper's protocol: a patient's discs may span folds")
+parser.add_argument("--config", help="JSON file of config overrides, as for the rayspine CLI")
 args = parser.parse_args()
+base = Config.from_dict(json.loads(Path(args.config).read_text())) if args.config else Config()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-cfg = Config().replace(cv={"group_by_patient": not args.leaky_folds})
+cfg = base.replace(cv={"group_by_patient": not args.leaky_folds})
 init_ray()
 with local_input(args.features) as features, local_input(args.labels) as labels, local_output(args.out) as out:
     print(run_cv(features, out, cfg, labels=labels).to_string(index=False))

@@ -7,7 +7,9 @@ ARCHIVE, OUT and the model folders may be paths on the cluster's shared mount or
 """
 
 import argparse
+import json
 import logging
+from pathlib import Path
 
 from rayspine.config import Config
 from rayspine.io.remote import local_input, local_output
@@ -20,9 +22,11 @@ parser.add_argument("out")
 parser.add_argument("--seg", required=True)
 parser.add_argument("--ae")
 parser.add_argument("--overwrite", action="store_true")
+parser.add_argument("--config", help="JSON file of config overrides, as for the rayspine CLI")
 args = parser.parse_args()
+base = Config.from_dict(json.loads(Path(args.config).read_text())) if args.config else Config()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 init_ray()
 with local_input(args.archive) as archive, local_input(args.seg) as seg, local_input(args.ae) as ae, local_output(args.out) as out:
-    print(run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=Config(), overwrite=args.overwrite))
+    print(run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=base, overwrite=args.overwrite))

@@ -33,6 +33,9 @@ USABLE_STATUSES = (DiscStatus.OK, DiscStatus.FRAGMENTS_DROPPED)
 VARIANTS = ("plain", "class-weighted")
 # Paper Table 1 (Perrone et al. 2025), 5-fold CV of disc narrowing on SPIDER: (F1, AUC).
 PAPER_TABLE1 = {"latent": (0.81, 0.75), "geometric": (0.79, 0.66), "both": (0.81, 0.76)}
+# The paper's geometric feature set: height, two widths and three angles. Volume (in the discs table
+# too) is left out: it is nearly height x widths and was not among the paper's measurements.
+GEOMETRIC_FEATURES = [c for c in GEOMETRY_COLUMNS if c != "volume_mm3"]
 CV_COLUMNS = ["feature_set", "variant", "n_discs", "n_patients", "f1", "f1_lo", "f1_hi", "auc", "auc_lo", "auc_hi"]
 
 
@@ -67,7 +70,7 @@ def join_labels(discs: pd.DataFrame, labels: pd.DataFrame | None = None) -> pd.D
 
 def feature_sets(columns) -> dict[str, list[str]]:
     """``latent``, ``geometric`` and ``both`` column lists; sets without columns are omitted."""
-    geometric = [c for c in GEOMETRY_COLUMNS if c in columns]
+    geometric = [c for c in GEOMETRIC_FEATURES if c in columns]
     latent = latent_columns_of(columns)
     sets = {"latent": latent, "geometric": geometric, "both": latent + geometric}
     if not latent:
@@ -255,6 +258,7 @@ def table1_markdown(results: pd.DataFrame, grouped: bool) -> str:
         "# Disc narrowing: 5-fold cross-validation (XGBoost)",
         "",
         f"Protocol: stratified {protocol}. 95% CIs: bootstrap of the out-of-fold predictions, resampled by patient.",
+        f"Geometric features: {', '.join(GEOMETRIC_FEATURES)}. Class-weighted: scale_pos_weight = negatives/positives per training fold.",
         "",
         "| Feature set | Variant | Discs | Patients | F1 (95% CI) | AUC (95% CI) | Paper F1 | Paper AUC |",
         "|---|---|---:|---:|---|---|---:|---:|",

@@ -60,7 +60,6 @@ class SegConfig:
     samples_per_scan: int = 4  # random patches per scan and epoch, centred on discs 3 times in 4
     sw_overlap: float = 0.25  # sliding-window overlap at inference
     threshold: float = 0.5
-    precise_bn: bool = False  # before each eval, reset batch-norm running stats to whole-training-set averages
     max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity normalisation
     seed: int = 0
@@ -84,6 +83,7 @@ class AEConfig:
     amp: bool = True  # bfloat16 autocast on a GPU (ignored on CPU)
     checkpoint_seconds: float = 30.0  # at most this long of training is lost when a trial is interrupted
     precise_bn: bool = False  # before each eval, reset batch-norm running stats to whole-training-set averages
+    lr_patience: int = 0  # 0: constant learning rate (paper); else halve it after this many epochs without a better IoU
     max_minutes: float = 0.0  # training-time budget per trial (0: none); when spent the run stops, not converged
 
 

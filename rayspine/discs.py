@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from .config import DiscConfig
-from .schema import DiscStatus, disc_level, is_disc_label
+from .schema import DISC_LABEL_OFFSET, MAX_DISC_LEVEL, DiscStatus
 
 Spacing = tuple[float, float, float]
 # 26-connectivity: on 3-4 mm slices a tilted disc touches its neighbouring slice only along edges or
@@ -40,8 +40,10 @@ class DiscInstance:
 
 def looks_binary(labels: np.ndarray) -> bool:
     """True for a 0/1 disc mask (a prediction), False for a SPIDER label mask (has labels 201..)."""
-    top = int(labels.max()) if labels.size else 0
-    return top <= 1 and int(labels.min(initial=0)) >= 0
+    labels = np.asarray(labels)
+    if labels.size == 0 or (np.issubdtype(labels.dtype, np.floating) and not np.isfinite(labels).all()):
+        return False  # nothing to go on, or broken voxels: measure_mask reports those
+    return bool(labels.min() >= 0 and labels.max() <= 1)
 
 
 def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscConfig(), binary: bool = False) -> list[DiscInstance]:
@@ -62,21 +64,21 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
 
 
 def _label_instances(labels: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> list[DiscInstance]:
-    if labels.size == 0 or labels.max() <= 0:
-        return []
-    if not np.issubdtype(labels.dtype, np.integer):
-        labels = labels.astype(np.int64)
+    # Levels 1..25 only (other labels, however large their values, are not discs); find_objects then
+    # gives every disc's bounding box in one pass and each disc is handled in its box.
+    is_disc = (labels > DISC_LABEL_OFFSET) & (labels <= DISC_LABEL_OFFSET + MAX_DISC_LEVEL)
+    levels = np.where(is_disc, labels - DISC_LABEL_OFFSET, 0).astype(np.uint8)  # wrapped values are masked out
     instances = []
-    # find_objects gives every label's bounding box in one pass; each disc is then handled in its box.
-    for index, box in enumerate(ndimage.find_objects(np.clip(labels, 0, None)), start=1):
-        if box is None or not is_disc_label(index):
+    for level, box in enumerate(ndimage.find_objects(levels), start=1):
+        if box is None:
             continue
-        pieces, n = ndimage.label(labels[box] == index, structure=CONNECTIVITY)
+        index = DISC_LABEL_OFFSET + level
+        pieces, n = ndimage.label(levels[box] == level, structure=CONNECTIVITY)
         sizes = np.bincount(pieces.ravel())[1:]
         keep = int(np.argmax(sizes)) + 1
-        level, volume = disc_level(index), float(sizes[keep - 1]) * voxel_mm3
+        volume = float(sizes[keep - 1]) * voxel_mm3
         if volume < cfg.min_fragment_mm3:
-            message = f"label {index}: {volume:.0f} mm3 in all, below {cfg.min_fragment_mm3:.0f} mm3; not measured"
+            message = f"label {index}: largest piece {volume:.0f} mm3, below {cfg.min_fragment_mm3:.0f} mm3; not measured"
             instances.append(DiscInstance(level, None, None, DiscStatus.TOO_SMALL, message, float(sizes.sum()) * voxel_mm3))
             continue
         instance = _instance(level, box, pieces == keep, volume)
@@ -106,11 +108,14 @@ def _binary_instances(mask: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> li
         if len(others) and volumes[k] > cfg.merged_volume_ratio * float(np.median(others)):
             ratio = volumes[k] / float(np.median(others))
             _flag(instances[i], DiscStatus.POSSIBLY_MERGED, f"{ratio:.1f}x the median volume of the other discs: two discs touching?")
-    # Small pieces: reported on the nearest disc (they are most likely its broken-off edges).
-    dropped = [i for i in range(n) if i not in instances]
-    for i in dropped:
+    # Small pieces: reported on the nearest disc (most likely its broken-off edges), one note per disc.
+    dropped: dict[int, list[int]] = {}
+    for i in (i for i in range(n) if i not in instances):
         nearest = min(kept, key=lambda j: float(np.sum((centres[j] - centres[i]) ** 2)))
-        _flag(instances[nearest], DiscStatus.FRAGMENTS_DROPPED, f"dropped a {sizes[i] * voxel_mm3:.0f} mm3 fragment nearby")
+        dropped.setdefault(nearest, []).append(i)
+    for j, pieces in dropped.items():
+        total = float(sum(sizes[i] for i in pieces)) * voxel_mm3
+        _flag(instances[j], DiscStatus.FRAGMENTS_DROPPED, f"dropped {len(pieces)} fragment(s) nearby, {total:.0f} mm3")
     return [instances[i] for i in kept]
 
 

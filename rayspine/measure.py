@@ -66,10 +66,13 @@ def measure_mask(mask: Volume, cfg: Config = Config(), binary: bool = False) -> 
     voxels = np.asarray(mask.voxels)
     if voxels.ndim != 3 or voxels.size == 0:
         return MeasuredScan([], empty, [], ScanStatus.BAD_HEADER, f"mask of shape {voxels.shape}, expected 3-D")
-    if not np.issubdtype(voxels.dtype, np.integer):
+    if voxels.dtype == bool:
+        mask = mask.with_voxels(voxels.astype(np.uint8))
+    elif not np.issubdtype(voxels.dtype, np.integer):
         if not np.all(np.isfinite(voxels)) or np.any(voxels != np.round(voxels)):
-            return MeasuredScan([], empty, [], ScanStatus.BAD_VOXELS, "mask holds non-integer or non-finite values")
-        mask = mask.with_voxels(voxels.astype(np.int32))
+            nothing = np.zeros(voxels.shape, np.uint8)
+            return MeasuredScan([], empty, [], ScanStatus.BAD_VOXELS, "mask holds non-integer or non-finite values", nothing)
+        mask = mask.with_voxels(voxels.astype(np.int64))
     oriented = _oriented(mask)
     spacing = tuple(float(s) for s in oriented.spacing)
     instances = disc_instances(oriented.voxels, spacing, cfg.discs, binary=binary)

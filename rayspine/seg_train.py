@@ -87,7 +87,7 @@ def train_loop_per_worker(config: dict) -> None:
     from monai.utils import set_determinism
     from safetensors.torch import load_file, save_file
 
-    from .nets import build_from_spec
+    from .nets import build_from_spec, init_output_bias
     from .seg_data import train_transforms
 
     seg = SegConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["seg"].items()})
@@ -103,6 +103,7 @@ def train_loop_per_worker(config: dict) -> None:
     val_items = ray.get(config["val_refs"])[rank::world]
 
     net = build_from_spec(config["network"], config["kwargs"])
+    init_output_bias(net)  # overwritten below when resuming
     net = ray.train.torch.prepare_model(net)  # moves to the device; DDP when world > 1
     optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)

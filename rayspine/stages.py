@@ -70,7 +70,7 @@ class SegmentScans:
         from .segment import Segmenter
 
         self.segmenter = Segmenter.load(model_dir)
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         masks, seconds, nodes = [], [], []

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +39,8 @@ class LocalCluster:
         token.chmod(0o600)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
         self.env.pop("RAY_ADDRESS", None)
+        # Ray's socket paths must stay under 107 bytes: a short folder of its own, not pytest's tmp_path.
+        self.ray_temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.gcs_address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
@@ -57,7 +61,7 @@ class LocalCluster:
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
-            f"--temp-dir={self.root / 'ray'}",
+            f"--temp-dir={self.ray_temp}",
             '--resources={"head_node": 1}',
             *common,
         )
@@ -99,12 +103,30 @@ class LocalCluster:
                     pass
         for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
             os.environ.pop(var, None)
+        shutil.rmtree(self.ray_temp, ignore_errors=True)
+
+    def alive(self, wait: float = 10) -> bool:
+        """Whether any process of this cluster's sessions is still running (zombies count as gone)."""
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if not any(_running(pid) for sid in self.sessions for pid in _pids_in_session(sid)):
+                return False
+            time.sleep(0.5)
+        return True
 
     def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _pids_in_session(sid: int) -> list[int]:

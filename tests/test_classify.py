@@ -23,7 +23,7 @@ from rayspine.schema import GEOMETRY_COLUMNS, LABEL_COLUMN, latent_columns
 
 from tests.conftest import SPIDER_DIR, require
 
-FAST = CVConfig(n_estimators=50, n_bootstrap=200)
+FAST = CVConfig(n_estimators=50, n_bootstrap=100)
 
 
 def discs_table(n_patients=40, levels=5, latent=4, seed=0, label=None) -> pd.DataFrame:
@@ -151,12 +151,9 @@ def test_join_labels_filters_status_and_joins_by_patient_and_level():
 
 def test_feature_sets_skip_latent_when_absent():
     table = discs_table(n_patients=2)
-    assert feature_sets(table.columns) == {
-        "latent": latent_columns(4),
-        "geometric": GEOMETRY_COLUMNS,
-        "both": latent_columns(4) + GEOMETRY_COLUMNS,
-    }
-    assert feature_sets(table.drop(columns=latent_columns(4)).columns) == {"geometric": GEOMETRY_COLUMNS}
+    six = ["height_mm", "ap_width_mm", "lateral_width_mm", "sagittal_angle_deg", "transverse_angle_deg", "coronal_angle_deg"]
+    assert feature_sets(table.columns) == {"latent": latent_columns(4), "geometric": six, "both": latent_columns(4) + six}
+    assert feature_sets(table.drop(columns=latent_columns(4)).columns) == {"geometric": six}
 
 
 def test_real_spider_gradings_join_by_patient_and_level():

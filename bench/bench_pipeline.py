@@ -1,0 +1,125 @@
+"""The streaming pipeline against the same stage functions in a plain loop, and its memory as N grows.
+
+    python bench/bench_pipeline.py --seg MODEL_DIR [--ae AE_DIR] --n 32 [--mode loop|pipeline|both]
+
+Times exclude Ray's start-up, which is reported apart. Peak memory is the largest sum of the resident
+memory of this process and all its descendants (a local Ray's raylet, GCS, workers, actors), sampled
+every 0.2 s. Results: bench/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from rayspine import stages
+from rayspine.config import Config
+from rayspine.io.archive import index_archive
+from rayspine.synth import synthesize_archive
+
+
+class PeakMemory:
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def archive_of(n: int, cache: Path) -> Path:
+    root = cache / f"archive-{n}"
+    if not (root / "truth.parquet").exists():
+        synthesize_archive(root, patients=n, sites=3, seed=11, overwrite=True)
+    return root
+
+
+def run_loop(archive: Path, out: Path, seg: Path, ae: Path | None, cfg: Config) -> float:
+    """The same stage functions, one scan after another, in this process."""
+    started = time.perf_counter()
+    segment = stages.SegmentScans(seg)
+    encode = stages.EncodeDiscs(ae) if ae else None
+    labels = stages.load_labels(archive, None)
+    for row in index_archive(archive)[["scan_id", "patient_id", "site", "image_path"]].to_dict("records"):
+        row = stages.load_scan(row, cfg)
+        batch = segment({k: _column(v) for k, v in row.items()})
+        row = {k: v[0] for k, v in batch.items()}
+        row = stages.measure_and_store(row, str(out), cfg)
+        if encode:
+            batch = encode({k: _column(v) for k, v in row.items()})
+            row = {k: v[0] for k, v in batch.items()}
+        stages.write_parts_row(row, str(out), labels)
+    return time.perf_counter() - started
+
+
+def _column(value):
+    import numpy as np
+
+    holder = np.empty(1, dtype=object)
+    holder[0] = value
+    return holder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seg", type=Path, required=True)
+    parser.add_argument("--ae", type=Path)
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--mode", choices=["loop", "pipeline", "both"], default="both")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
+    args = parser.parse_args()
+    cfg = Config()
+    archive = archive_of(args.n, args.cache)
+    result = {"n": args.n, "cpus": psutil.cpu_count()}
+    if args.mode in ("loop", "both"):
+        out = Path(tempfile.mkdtemp(prefix="loop-"))
+        with PeakMemory() as memory:
+            result["loop_s"] = run_loop(archive, out, args.seg, args.ae, cfg)
+        result["loop_peak_mb"] = memory.peak / 2**20
+        shutil.rmtree(out)
+    if args.mode in ("pipeline", "both"):
+        from rayspine.pipeline import run_pipeline
+        from rayspine.runtime import init_ray
+
+        out = Path(tempfile.mkdtemp(prefix="pipeline-")) / "out"
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            init_ray()
+            result["ray_start_s"] = time.perf_counter() - started
+            started = time.perf_counter()
+            run_pipeline(archive, out, seg_dir=args.seg, ae_dir=args.ae, cfg=cfg)
+            result["pipeline_s"] = time.perf_counter() - started
+        result["pipeline_peak_mb"] = memory.peak / 2**20
+        shutil.rmtree(out.parent)
+    if "loop_s" in result and "pipeline_s" in result:
+        result["speedup"] = result["loop_s"] / result["pipeline_s"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
