@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # for tests.conftest (the real-data loader)
 
 from rayspine.autoencoder import train_autoencoder  # noqa: E402
 from rayspine.config import AEConfig  # noqa: E402
@@ -32,7 +32,7 @@ SPACING = (1.4, 1.2, 1.5)
 
 def real_discs() -> tuple[np.ndarray, np.ndarray]:
     """The 15 real disc crops and the subject of each."""
-    from conftest import REAL_SUBJECTS, load_real_subject
+    from tests.conftest import REAL_SUBJECTS, load_real_subject
 
     crops, subjects = [], []
     for subject in REAL_SUBJECTS:
@@ -47,11 +47,19 @@ def real_discs() -> tuple[np.ndarray, np.ndarray]:
     return np.stack(crops).astype(np.uint8), np.asarray(subjects)
 
 
+def disc_rotation(sagittal: float, transverse: float, coronal: float) -> np.ndarray:
+    """R = Rx(sagittal) Rz(transverse) Ry(coronal), degrees (DESIGN.md's order); kept here so the
+    bench data never changes under it."""
+    a, b, c = np.radians([sagittal, transverse, coronal])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
+    return rx @ rz @ ry
+
+
 def synthetic_discs(n: int, seed: int = 0) -> np.ndarray:
     """Rounded elliptic cylinders on a 1 mm grid (full axes: lateral 36-52, AP 26-38, height 6-14 mm),
     with a lordotic wedge and tilts, cropped like real discs."""
-    from phantoms import disc_rotation
-
     rng = np.random.default_rng(seed)
     size = 70
     axis = np.arange(size) - (size - 1) / 2

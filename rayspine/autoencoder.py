@@ -31,7 +31,6 @@ from torch import nn
 from .config import AEConfig
 from .disc_autoencoder import ARCHITECTURE, DiscAutoencoder
 from .io.models import ModelFileError, load_card, load_weights, save_model
-from .io.store import write_json_atomic
 
 log = logging.getLogger(__name__)
 

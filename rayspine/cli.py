@@ -113,6 +113,14 @@ def train_ae(
     from .runtime import init_ray
     from .sweep import run_sweep
 
+    # `--bottleneck 64 8 4 3` (the paper's way of writing it): the click parser gives the option only its
+    # first value and appends the rest to CROPS, so plain integers that name no folder move back.
+    stray = [c for c in crops if str(c).isdigit() and not c.exists()]
+    if stray and bottleneck:
+        crops = [c for c in crops if c not in stray]
+        bottleneck = [*bottleneck, *(int(str(c)) for c in stray)]
+    if not crops:
+        raise typer.BadParameter("give at least one folder of crops (an output of `measure` or `run`)")
     cfg = _config(
         config,
         ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout},

@@ -13,7 +13,6 @@ so every worker reads the same in-memory arrays and no scan is preprocessed twic
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 import time
@@ -24,8 +23,6 @@ import numpy as np
 
 from .config import Config, SegConfig
 from .volume import Volume
-
-log = logging.getLogger(__name__)
 
 WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
 

@@ -82,8 +82,8 @@ class LocalCluster:
         """Submit a job through the Ray Jobs API and wait for it; returns (status, logs)."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
-        os.environ.update({k: self.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")})
-        client = JobSubmissionClient(self.dashboard_url)
+        token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        client = JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {token}"})
         job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out"]})
         deadline = time.time() + timeout
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
@@ -101,8 +101,6 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        for var in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            os.environ.pop(var, None)
         shutil.rmtree(self.ray_temp, ignore_errors=True)
 
     def alive(self, wait: float = 10) -> bool:

@@ -35,3 +35,16 @@ class OracleSegmentScans(SegmentScans):
 
 class SlowOracleSegmentScans(OracleSegmentScans):
     delay_s = 2.0
+
+
+class DyingOnceOracleSegmentScans(OracleSegmentScans):
+    """Kills its own actor process in the middle of the first batch it gets (once per archive)."""
+
+    def __call__(self, batch):
+        marker = self.archive.parent / f"{self.archive.name}.actor-died"
+        if not marker.exists():
+            marker.write_text("died")
+            import os
+
+            os._exit(1)
+        return super().__call__(batch)

@@ -13,7 +13,7 @@ from rayspine.autoencoder import iou_per_disc, load_autoencoder
 from rayspine.config import Config
 from rayspine.io.store import write_crops_zarr
 from rayspine.sweep import load_crops, run_sweep, split_heldout, trial_resources
-from test_autoencoder import disc_phantoms
+from tests.test_autoencoder import disc_phantoms
 
 
 def _crop_folder(path, crops_by_scan: dict[str, np.ndarray], statuses: dict | None = None):
