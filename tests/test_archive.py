@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from conftest import SPIDER_DIR, require
+from tests.conftest import SPIDER_DIR, require
 from rayspine.io.archive import index_archive, narrowing_labels, patient_of, read_gradings, read_overview
 from rayspine.schema import LABEL_COLUMN, ScanStatus
 
