@@ -65,7 +65,7 @@ def synth(
 def train_seg(
     archive: Path = typer.Argument(..., help="Archive with images/ and masks/ (SPIDER layout)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model folder."),
-    network: Optional[str] = typer.Option(None, help="swinunetr | segresnet | unet (default: swinunetr on GPU, segresnet on CPU)."),
+    network: Optional[str] = typer.Option(None, help="swinunetr | segresnet | unet (default: swinunetr on GPU, unet on CPU)."),
     test_site: Optional[str] = typer.Option(None, help="Hold this institution out as the test set (as the paper did)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch limit (default 200)."),
     config: Optional[Path] = ConfigOption,

@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``), else start a local Ray."""
+    # Load torch before Ray's core-worker threads start: seen here under `ray job submit`, torch's
+    # oneMKL loader failed now and then ("Cannot load libtorch_cpu.so") when first imported after.
+    import torch  # noqa: F401
     import ray
 
     if ray.is_initialized():

@@ -96,7 +96,9 @@ def train_loop_per_worker(config: dict) -> None:
     cuda = device.type == "cuda"
 
     # The object store holds the prepared arrays once; each rank trains on its share of the scans.
-    train_items = ray.get(config["train_refs"])[rank::world]
+    # Shares are equal in length (the first scans repeat) so DDP ranks take the same number of steps.
+    every = ray.get(config["train_refs"])
+    train_items = [every[(rank + world * i) % len(every)] for i in range(-(-len(every) // world))]
     val_items = ray.get(config["val_refs"])[rank::world]
 
     net = build_from_spec(config["network"], config["kwargs"])

@@ -84,7 +84,15 @@ class LocalCluster:
 
         token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
         client = JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {token}"})
-        job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out"]})
+        runtime_env = {"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out", ".hypothesis", ".notes"]}
+        for attempt in range(30):  # the head's job agent may still be starting ("No available agent")
+            try:
+                job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+                break
+            except RuntimeError as err:
+                if "No available agent" not in str(err) or attempt == 29:
+                    raise
+                time.sleep(2)
         deadline = time.time() + timeout
         while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
             if time.time() > deadline:
@@ -113,7 +121,11 @@ class LocalCluster:
         return True
 
     def __enter__(self) -> LocalCluster:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a node that failed to come up must not leave the other one running
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
