@@ -54,6 +54,13 @@ def model_pool_plan(requested: int | None = None, reserve_cpus: int = 1) -> Pool
     return PoolPlan(size=max(1, size), num_gpus=0, num_cpus=1)
 
 
+def largest_node_cpus() -> int:
+    """CPUs of the biggest live node: one worker or trial can never hold more than a single node has."""
+    import ray
+
+    return max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1) or 1
+
+
 def torch_device():
     import torch
 

@@ -93,8 +93,9 @@ def split_heldout(meta: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
 
 
 # --- resources -----------------------------------------------------------------------------------
-def trial_resources(n_trials: int, cluster: dict) -> tuple[dict, int]:
-    """Ray resources per trial and the torch thread count to go with them, so all trials fit at once."""
+def trial_resources(n_trials: int, cluster: dict, node_cpus: float | None = None) -> tuple[dict, int]:
+    """Ray resources per trial and the torch thread count to go with them, so all trials fit at once
+    (and no trial asks for more CPUs than its largest node has)."""
     gpus = float(cluster.get("GPU", 0))
     cpus = float(cluster.get("CPU", 1))
     if gpus >= 1:
@@ -102,7 +103,7 @@ def trial_resources(n_trials: int, cluster: dict) -> tuple[dict, int]:
         gpu = 1.0 if gpus >= n_trials else math.floor(gpus / n_trials * 1e4) / 1e4
         cpu = max(0.1, min(1.0, math.floor(cpus / n_trials * 1e4) / 1e4))
         return {"cpu": cpu, "gpu": gpu}, max(1, int(cpu))
-    share = math.floor(cpus / n_trials * 1e4) / 1e4
+    share = min(math.floor(cpus / n_trials * 1e4) / 1e4, node_cpus or cpus)
     if share >= 1:
         return {"cpu": float(int(share))}, int(share)
     return {"cpu": max(share, 0.01)}, 1  # fractional: trials share cores, one torch thread each
@@ -177,8 +178,10 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
 
     todo = [k for k in cfg.ae.bottlenecks if not _finished(out / f"bn{k}", digest, ae_json)]
     if todo:
+        from .runtime import largest_node_cpus
+
         init_ray()  # joins the cluster of RAY_ADDRESS, else a local Ray (no-op when already connected)
-        resources, threads = trial_resources(len(todo), ray.cluster_resources())
+        resources, threads = trial_resources(len(todo), ray.cluster_resources(), largest_node_cpus())
         log.info("sweep: %d trials at once, each %s, %d torch thread(s)", len(todo), resources, threads)
         trainable = tune.with_parameters(
             _trial,
