@@ -96,11 +96,12 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     """The Ray Data graph over the scans still to do (nothing runs until it is iterated)."""
     import ray
 
-    from .runtime import model_pool_plan
+    from .runtime import model_pools
 
     labels_table = stages.load_labels(archive, labels)
     rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
-    seg_plan = model_pool_plan(cfg.pipeline.seg_actors)
+    seg_plan, ae_plan = model_pools(cfg.pipeline, with_encoder=ae_dir is not None)
+    log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     # Reading is I/O-bound: half a CPU each, which also keeps Ray from fusing it into the model actors.
     dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
@@ -113,9 +114,8 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
     )
-    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1)
-    if ae_dir is not None:
-        ae_plan = model_pool_plan(cfg.pipeline.encode_actors)
+    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=0.5)
+    if ae_plan is not None:
         dataset = dataset.map_batches(
             stages.EncodeDiscs,
             fn_constructor_kwargs={"model_dir": ae_dir},

@@ -40,18 +40,39 @@ class PoolPlan:
     num_cpus: float
 
 
-def model_pool_plan(requested: int | None = None, reserve_cpus: int = 1) -> PoolPlan:
-    """Actors for a model stage: one per GPU when the cluster has GPUs, otherwise CPU actors that leave
-    ``reserve_cpus`` free for the read and CPU tasks (an actor pool holding every CPU starves them)."""
+def plan_model_pools(
+    cpus: float, gpus: float, seg_requested: int | None = None, encode_requested: int | None = None, with_encoder: bool = True
+) -> tuple[PoolPlan, PoolPlan | None]:
+    """Actor pools for segmentation and encoding that always leave room for the CPU tasks.
+
+    With GPUs: one segmentation and one encoding actor per GPU, sharing it (0.75 + 0.25), so neither
+    pool can take every GPU from the other. Without: a quarter of the CPUs (at least one) stays free for
+    reading, measuring and writing; the encoder (a small network) holds a quarter CPU; segmentation
+    actors take one CPU each of what is left, at least one. An actor pool that holds every CPU starves
+    the read tasks and the graph hangs, so a request for more actors than that is cut down.
+    """
+    if gpus >= 1:
+        size = seg_requested or int(gpus)
+        seg = PoolPlan(size=size, num_gpus=0.75 if with_encoder else 1.0, num_cpus=1)
+        encode = PoolPlan(size=encode_requested or size, num_gpus=0.25, num_cpus=0.5) if with_encoder else None
+        return seg, encode
+    encode = PoolPlan(size=encode_requested or 1, num_gpus=0, num_cpus=0.25) if with_encoder else None
+    reserve = max(1.0, 0.25 * cpus)
+    room = int(cpus - reserve - (encode.size * encode.num_cpus if encode else 0))
+    size = max(1, min(seg_requested or room, room))
+    if seg_requested and seg_requested > size:
+        log.warning("%d segmentation actors requested, %d fit beside the CPU tasks on %g CPUs", seg_requested, size, cpus)
+    return PoolPlan(size=size, num_gpus=0, num_cpus=1), encode
+
+
+def model_pools(cfg_pipeline, with_encoder: bool) -> tuple[PoolPlan, PoolPlan | None]:
+    """``plan_model_pools`` for the resources this Ray cluster has."""
     import ray
 
-    resources = ray.available_resources() or ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
-    if gpus:
-        return PoolPlan(size=requested or gpus, num_gpus=1, num_cpus=1)
-    size = requested or max(1, (cpus - reserve_cpus) // 2 if cpus > 4 else cpus - reserve_cpus)
-    return PoolPlan(size=max(1, size), num_gpus=0, num_cpus=1)
+    resources = ray.cluster_resources()
+    return plan_model_pools(
+        resources.get("CPU", 1), resources.get("GPU", 0), cfg_pipeline.seg_actors, cfg_pipeline.encode_actors, with_encoder
+    )
 
 
 def largest_node_cpus() -> int:

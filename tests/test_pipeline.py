@@ -68,6 +68,28 @@ def test_end_to_end_with_a_broken_scan_among_good_ones(archive, tmp_path, ray_lo
     assert (scans.node_id.fillna("") != "").sum() == 5  # the segmenting node, for scans that reached it
 
 
+@pytest.fixture(scope="module")
+def tiny_autoencoder(archive, tmp_path_factory):
+    """A bottleneck-3 autoencoder trained for two epochs on the archive's ground-truth crops."""
+    from rayspine.autoencoder import save_autoencoder, train_autoencoder
+    from rayspine.io.scans import read_scan
+    from rayspine.measure import measure_mask
+
+    crops = np.concatenate([measure_mask(read_scan(p, check_voxels=False), CFG).crops for p in sorted((archive / "masks").glob("*.mha"))])
+    result = train_autoencoder(crops, 3, CFG.ae.__class__(max_epochs=2))
+    return save_autoencoder(result, tmp_path_factory.mktemp("ae") / "bn3", CFG.grid.spacing_mm)
+
+
+def test_scoring_with_an_encoder_on_two_cpus_completes_with_latents(archive, tiny_autoencoder, tmp_path, ray_local):
+    """Segmentation and encoding actors together must leave CPUs for the tasks (this once hung)."""
+    out = tmp_path / "out"
+    run_pipeline(archive, out, seg_dir=archive, ae_dir=tiny_autoencoder, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    discs = pd.read_parquet(out / "discs.parquet")
+    assert len(discs) == len(pd.read_parquet(archive / "truth.parquet"))
+    assert {"z0", "z1", "z2"} <= set(discs.columns) and discs[["z0", "z1", "z2"]].notna().all().all()
+    assert "z3" not in discs.columns
+
+
 def test_rerun_adds_no_rows_and_overwrite_starts_afresh(archive, tmp_path, ray_local):
     out = tmp_path / "out"
     run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
