@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 # Shorter training than the paper so the whole demo runs on a laptop; everything else is the default.
 DEMO_OVERRIDES = {
-    "seg": {"max_epochs": 12, "patience": 4, "max_minutes": 3.5},
-    "ae": {"bottlenecks": (64, 8, 4, 3), "max_epochs": 200, "max_minutes": 1.5},
+    "seg": {"max_epochs": 20, "patience": 5, "max_minutes": 3.0},
+    "ae": {"bottlenecks": (64, 8, 4, 3), "max_epochs": 400, "max_minutes": 3.0},
     "cv": {"n_bootstrap": 300},
 }
 
