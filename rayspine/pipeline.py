@@ -113,6 +113,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         compute=ray.data.ActorPoolStrategy(size=seg_plan.size),
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
+        scheduling_strategy="SPREAD",  # model actors over as many nodes as possible, not packed on one
     )
     dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=0.5)
     if ae_plan is not None:
@@ -124,6 +125,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             compute=ray.data.ActorPoolStrategy(size=ae_plan.size),
             num_cpus=ae_plan.num_cpus,
             num_gpus=ae_plan.num_gpus,
+            scheduling_strategy="SPREAD",
         )
     return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25)
 

@@ -52,6 +52,18 @@ class LocalCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{output[-3000:]}")
 
+    def _own_ports(self) -> list[str]:
+        """Ports of a node's agents, chosen free, so that a Ray already running on this machine (a test
+        session's local Ray, say) and the two nodes never fight over Ray's fixed defaults."""
+        return [
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+        ]
+
     def start(self) -> LocalCluster:
         common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         self._ray_start(
@@ -63,9 +75,11 @@ class LocalCluster:
             f"--dashboard-port={self.dashboard_port}",
             f"--temp-dir={self.ray_temp}",
             '--resources={"head_node": 1}',
+            f"--ray-client-server-port={free_port()}",
+            *self._own_ports(),
             *common,
         )
-        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}", '--resources={"worker_node": 1}', *common)
+        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}", '--resources={"worker_node": 1}', *self._own_ports(), *common)
         self.wait_for_nodes(2)
         return self
 
