@@ -29,7 +29,7 @@ def _job(cluster: LocalCluster, script: str, *args: str) -> str:
     return logs
 
 
-def test_every_job_runs_on_a_two_node_cluster(tmp_path):
+def test_every_job_runs_on_a_two_node_cluster(tmp_path, ray_local):
     archive = tmp_path / "archive"
     synthesize_archive(archive, patients=10, sites=2, seed=5, size="small", overwrite=True)
     config = tmp_path / "tiny.json"
@@ -47,18 +47,11 @@ def test_every_job_runs_on_a_two_node_cluster(tmp_path):
         assert len(nodes) == 2, f"segmentation ran on {len(nodes)} node(s): {logs[-2000:]}"
         assert (scored / "report.html").is_file()
 
-        # The sweep and CV need discs: ground-truth crops measured here, on the driver side.
+        # The sweep and CV need discs: ground-truth crops, measured here on the test session's own Ray.
         from rayspine.measure import run_measure
-        from rayspine.runtime import init_ray
 
         gt = tmp_path / "gt"
-        init_ray(num_cpus=1)
-        try:
-            run_measure(archive, gt)
-        finally:
-            import ray
-
-            ray.shutdown()
+        run_measure(archive, gt)
         _job(cluster, "sweep_bottlenecks.py", str(sweep), str(gt), "--bottleneck 8 4", "--max-epochs 2")
         table = pd.read_csv(sweep / "sweep.csv")
         assert sorted(table.bottleneck) == [4, 8]

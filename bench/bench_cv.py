@@ -2,7 +2,7 @@
 
 A fabricated discs table shaped like SPIDER's gradings (218 patients x 7 discs = 1526 discs, 64 latent
 + 7 geometric columns, label depending on height plus noise), the paper's XGBoost settings and 1000
-patient-bootstrap resamples. Usage: .venv/bin/python bench/cv.py [--cpus 2]
+patient-bootstrap resamples. Usage: .venv/bin/python bench/bench_cv.py [--cpus 2]
 """
 
 from __future__ import annotations
