@@ -166,7 +166,7 @@ def cmd_fit(args) -> None:
     result = train_autoencoder(train, args.bottleneck, cfg, out_dir=out_dir, heldout=heldout, progress=progress)
     tr, he = result.train_iou, result.heldout_iou
     if args.save:
-        from rayspine.autoencoder import save_autoencoder
+        from rayspine.ae_model import save_autoencoder
 
         save_autoencoder(result, Path(args.save), SPACING, extra={"bench_args": vars(args)})
     n_real_train = int((~held_real).sum())

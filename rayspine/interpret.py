@@ -104,7 +104,7 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
     Writes ``traversal.parquet``, ``traversal.png``, ``correlation.csv`` and ``correlation.png``.
     """
     from . import figures
-    from .autoencoder import load_autoencoder
+    from .ae_model import load_autoencoder
     from .io.store import write_parquet_atomic, write_text_atomic
 
     out = Path(out)

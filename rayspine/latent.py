@@ -20,7 +20,7 @@ def add_latent(measured: Path, ae_dir: Path) -> Path:
     """Rewrite ``measured/discs.parquet`` with ``z0..z{k-1}`` from its crops (rows without a crop get nulls)."""
     import pandas as pd
 
-    from .autoencoder import load_autoencoder
+    from .ae_model import load_autoencoder
 
     model = load_autoencoder(ae_dir)
     path = Path(measured) / "discs.parquet"

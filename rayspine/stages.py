@@ -112,7 +112,7 @@ class EncodeDiscs:
     """Model actor: the autoencoder is loaded once, then encodes each scan's disc crops."""
 
     def __init__(self, model_dir: Path):
-        from .autoencoder import load_autoencoder
+        from .ae_model import load_autoencoder
 
         self.model = load_autoencoder(model_dir)
 
@@ -174,7 +174,7 @@ def load_labels(archive: Path, labels: Path | None) -> pd.DataFrame | None:
 def latent_dim(ae_dir: Path | None) -> int:
     if ae_dir is None:
         return 0
-    from .autoencoder import load_autoencoder
+    from .ae_model import load_autoencoder
 
     return int(load_autoencoder(ae_dir).bottleneck)
 

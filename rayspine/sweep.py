@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .autoencoder import DEFAULT_FILE, data_hash, save_autoencoder, train_autoencoder
+from .ae_model import save_autoencoder
+from .autoencoder import DEFAULT_FILE, data_hash, train_autoencoder
 from .config import Config
 from .io.models import CARD_FILE, ModelFileError, load_card
 from .io.store import read_crops_zarr, write_json_atomic, written_groups

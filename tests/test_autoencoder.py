@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from rayspine.ae_model import load_autoencoder, save_autoencoder
 from rayspine.autoencoder import (
     evaluate_iou,
     flip_left_right,
     iou_per_disc,
-    load_autoencoder,
     mean_ci,
-    save_autoencoder,
     train_autoencoder,
 )
 from rayspine.config import AEConfig

@@ -103,7 +103,8 @@ def tiny_model(tmp_path_factory):
     tilts: enough that its decoded discs are non-empty, so the traversal has geometry to measure."""
     import torch
 
-    from rayspine.autoencoder import save_autoencoder, train_autoencoder
+    from rayspine.ae_model import save_autoencoder
+    from rayspine.autoencoder import train_autoencoder
 
     torch.set_num_threads(1)
     heights = np.linspace(4.0, 9.0, 12)
@@ -116,7 +117,7 @@ def tiny_model(tmp_path_factory):
 
 
 def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_path, tiny_model):
-    from rayspine.autoencoder import load_autoencoder
+    from rayspine.ae_model import load_autoencoder
     from rayspine.io.store import write_crops_zarr
 
     folder, crops = tiny_model

@@ -71,7 +71,8 @@ def test_end_to_end_with_a_broken_scan_among_good_ones(archive, tmp_path, ray_lo
 @pytest.fixture(scope="module")
 def tiny_autoencoder(archive, tmp_path_factory):
     """A bottleneck-3 autoencoder trained for two epochs on the archive's ground-truth crops."""
-    from rayspine.autoencoder import save_autoencoder, train_autoencoder
+    from rayspine.ae_model import save_autoencoder
+    from rayspine.autoencoder import train_autoencoder
     from rayspine.io.scans import read_scan
     from rayspine.measure import measure_mask
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rayspine.autoencoder import iou_per_disc, load_autoencoder
+from rayspine.ae_model import load_autoencoder
+from rayspine.autoencoder import iou_per_disc
 from rayspine.config import Config
 from rayspine.io.store import write_crops_zarr
 from rayspine.sweep import load_crops, run_sweep, split_heldout, trial_resources
