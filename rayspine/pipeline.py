@@ -104,7 +104,10 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     # Reading is I/O-bound: half a CPU each, which also keeps Ray from fusing it into the model actors.
-    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=0.5)
+    # Reads and measurements run a few at a time: each concurrent task is a worker process holding a
+    # scan, and a pool that grows with the archive would make memory grow with it.
+    tasks_at_once = max(2, seg_plan.size + 1)
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=0.5, concurrency=tasks_at_once)
     dataset = dataset.map_batches(
         segment_stage,
         fn_constructor_kwargs={"model_dir": seg_dir},
@@ -115,7 +118,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         num_gpus=seg_plan.num_gpus,
         scheduling_strategy="SPREAD",  # model actors over as many nodes as possible, not packed on one
     )
-    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=0.5)
+    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=0.5, concurrency=tasks_at_once)
     if ae_plan is not None:
         dataset = dataset.map_batches(
             stages.EncodeDiscs,
@@ -127,7 +130,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             num_gpus=ae_plan.num_gpus,
             scheduling_strategy="SPREAD",
         )
-    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25)
+    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25, concurrency=tasks_at_once)
 
 
 def summarise(scans: pd.DataFrame, discs: pd.DataFrame, seconds: float, out: Path) -> str:
