@@ -80,9 +80,3 @@ def largest_node_cpus() -> int:
     import ray
 
     return max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1) or 1
-
-
-def torch_device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,10 +21,6 @@ def disc_level(label: int) -> int:
     return label - DISC_LABEL_OFFSET
 
 
-def is_disc_label(label: int) -> bool:
-    return DISC_LABEL_OFFSET < label <= DISC_LABEL_OFFSET + MAX_DISC_LEVEL
-
-
 # --- statuses ------------------------------------------------------------------------------------
 # Per scan (scans.parquet) and per disc (discs.parquet). Bad input is a status, never a crash.
 class ScanStatus:

@@ -174,9 +174,10 @@ def load_labels(archive: Path, labels: Path | None) -> pd.DataFrame | None:
 def latent_dim(ae_dir: Path | None) -> int:
     if ae_dir is None:
         return 0
-    from .ae_model import load_autoencoder
+    from .ae_model import resolve_model_dir
+    from .io.models import load_card
 
-    return int(load_autoencoder(ae_dir).bottleneck)
+    return int(load_card(resolve_model_dir(ae_dir), required=("bottleneck",))["bottleneck"])  # the card, not the weights
 
 
 def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
