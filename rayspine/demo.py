@@ -69,8 +69,10 @@ def run_demo(out: Path, patients: int = 24, overwrite: bool = False, cfg: Config
         run_sweep([paths["ground_truth"]], paths["autoencoder"], cfg, overwrite=True)
         add_latent(paths["ground_truth"], paths["autoencoder"])
 
-    if _step("5/8 score the archive (segment, measure, encode)", (paths["scored"] / "report.html").exists(), started):
-        run_pipeline(paths["archive"], paths["scored"], seg_dir=paths["segmenter"], ae_dir=paths["autoencoder"], cfg=cfg)
+    if _step("5/8 score the archive (segment, measure, encode)", (paths["scored"] / "scans.parquet").exists(), started):
+        run_pipeline(
+            paths["archive"], paths["scored"], seg_dir=paths["segmenter"], ae_dir=paths["autoencoder"], cfg=cfg, report=False
+        )  # step 8 writes the report, with the CV and interpretation figures
 
     if _step("6/8 cross-validate from ground-truth and predicted masks", (paths["cv_predicted"] / "cv.csv").exists(), started):
         run_cv(paths["ground_truth"] / "discs.parquet", paths["cv_ground_truth"], cfg)

@@ -52,7 +52,8 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
     SPIDER labels: each label's largest connected piece is the disc; smaller pieces are dropped and the
     disc is flagged ``fragments_dropped``; a label smaller than ``cfg.min_fragment_mm3`` altogether is
     reported ``too_small`` with no mask. Binary: connected components, levels counted from the bottom;
-    components below ``cfg.min_fragment_mm3`` are dropped and the nearest disc is flagged; a component
+    components below ``cfg.min_fragment_mm3``, or below ``cfg.min_fraction_of_largest`` of the largest
+    component, are dropped and the nearest disc is flagged; a component
     more than ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged``
     (two discs touching?), never split.
     """
@@ -61,6 +62,14 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
     if binary:
         return _binary_instances(labels != 0, voxel_mm3, cfg)
     return _label_instances(labels, voxel_mm3, cfg)
+
+
+def kept_foreground(mask: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscConfig()) -> np.ndarray:
+    """What measurement keeps of a binary prediction: the union of its disc instances (boolean)."""
+    out = np.zeros(np.shape(mask), dtype=bool)
+    for disc in disc_instances(np.asarray(mask), spacing, cfg, binary=True):
+        out[disc.bbox] |= disc.mask
+    return out
 
 
 def _label_instances(labels: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> list[DiscInstance]:
@@ -100,6 +109,10 @@ def _binary_instances(mask: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> li
     kept = [i for i in range(n) if sizes[i] * voxel_mm3 >= cfg.min_fragment_mm3]
     if not kept:
         return []
+    # A piece far smaller than the largest disc is not a disc of this spine (a sacral disc remnant,
+    # a vessel, bowel): kept, it would take a level and shift the level of every disc above it.
+    largest = max(sizes[i] for i in kept)
+    kept = [i for i in kept if sizes[i] >= cfg.min_fraction_of_largest * largest]
     kept.sort(key=lambda i: (centres[i, 2], centres[i, 1], centres[i, 0]))  # from the bottom
     instances = {i: _instance(rank + 1, boxes[i], components[boxes[i]] == i + 1, sizes[i] * voxel_mm3) for rank, i in enumerate(kept)}
     volumes = np.array([sizes[i] for i in kept], dtype=float)

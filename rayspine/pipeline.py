@@ -1,6 +1,7 @@
 """The streaming scoring graph: the only module that builds Ray Data pipelines.
 
-    index -> load (CPU task) -> segment (model actor pool) -> measure + write mask/crops (CPU task)
+    index -> load + prepare the network input (CPU task) -> segment (model actor pool, the network only)
+          -> mask back on the scan's grid, measure, write mask/crops (CPU task)
           -> encode (model actor pool, optional) -> write the scan's table parts (CPU task)
 
 Exactly-once, resumable output: a scan's rows are written as per-scan Parquet parts, the ``scans``
@@ -52,10 +53,13 @@ def run_pipeline(
     overwrite: bool = False,
     labels: Path | None = None,
     segment_stage: type = stages.SegmentScans,
+    report: bool = True,
 ) -> str:
     """Score every scan of ``archive`` into ``out``; returns a one-paragraph summary.
 
     ``segment_stage`` is the actor class of the segmentation step (tests put an oracle there).
+    ``report=False`` leaves ``report.html`` to the caller (the demo writes one with its CV and
+    interpretation figures at the end).
     """
     out = Path(out)
     prepare_output(out, RUN_MARKER, overwrite)
@@ -85,9 +89,10 @@ def run_pipeline(
     discs = consolidate_parts(out, "discs", discs_schema(latent_dim, metadata))
     scans = consolidate_parts(out, "scans", SCANS_SCHEMA.with_metadata(metadata))
     summary = summarise(scans.to_pandas(), discs.to_pandas(), seconds, out)
-    from .report import write_report
+    if report:
+        from .report import write_report
 
-    write_report(out)
+        write_report(out)
     log.info(summary)
     return summary
 
@@ -99,6 +104,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     from .runtime import model_pools
 
     labels_table = stages.load_labels(archive, labels)
+    seg_card = segment_stage.card(seg_dir)
     rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
     seg_plan, ae_plan = model_pools(cfg.pipeline, with_encoder=ae_dir is not None)
     log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
@@ -107,7 +113,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     # Reads and measurements run a few at a time: each concurrent task is a worker process holding a
     # scan, and a pool that grows with the archive would make memory grow with it.
     tasks_at_once = max(2, seg_plan.size + 1)
-    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg}, num_cpus=0.5, concurrency=tasks_at_once)
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once)
     dataset = dataset.map_batches(
         segment_stage,
         fn_constructor_kwargs={"model_dir": seg_dir},
@@ -116,9 +122,10 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         compute=ray.data.ActorPoolStrategy(size=seg_plan.size),
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
-        scheduling_strategy="SPREAD",  # model actors over as many nodes as possible, not packed on one
+    )  # Ray Data spreads a pool's actors over the nodes by default (tests/test_cluster.py checks it)
+    dataset = dataset.map(
+        stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once
     )
-    dataset = dataset.map(stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=0.5, concurrency=tasks_at_once)
     if ae_plan is not None:
         dataset = dataset.map_batches(
             stages.EncodeDiscs,
@@ -128,7 +135,6 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             compute=ray.data.ActorPoolStrategy(size=ae_plan.size),
             num_cpus=ae_plan.num_cpus,
             num_gpus=ae_plan.num_gpus,
-            scheduling_strategy="SPREAD",
         )
     return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25, concurrency=tasks_at_once)
 

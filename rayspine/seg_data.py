@@ -85,8 +85,11 @@ def data_hash(entries) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def train_transforms(patch_size, samples_per_scan: int):
+def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rotate_deg: float = 0.0):
     """Patches around the discs (3 of 4 centred on disc voxels) with light augmentation.
+
+    ``scale`` and ``rotate_deg`` add a random zoom (1 +- scale) and a tilt in the sagittal plane to
+    half the patches: patients and fields of view differ in size, and lordosis tilts each disc.
 
     Deterministic steps come first so a ``CacheDataset`` keeps their output (padding and the
     foreground/background index lists) and only the random crop and augmentation run per epoch.
@@ -95,6 +98,7 @@ def train_transforms(patch_size, samples_per_scan: int):
         Compose,
         DeleteItemsd,
         FgBgToIndicesd,
+        RandAffined,
         RandCropByPosNegLabeld,
         RandFlipd,
         RandGaussianNoised,
@@ -104,6 +108,18 @@ def train_transforms(patch_size, samples_per_scan: int):
     )
 
     keys = ["image", "label"]
+    spatial = []
+    if scale > 0 or rotate_deg > 0:
+        spatial = [
+            RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=(np.deg2rad(rotate_deg), 0.0, 0.0),  # about the left-right axis: sagittal tilt
+                scale_range=(scale, scale, scale),
+                mode=("bilinear", "nearest"),
+                padding_mode=("border", "zeros"),  # background intensity at the edges, never a disc label
+            )
+        ]
     return Compose(
         [
             SpatialPadd(keys, spatial_size=patch_size),
@@ -121,6 +137,7 @@ def train_transforms(patch_size, samples_per_scan: int):
             DeleteItemsd(["label_fg", "label_bg"]),  # ragged index lists would not batch
             # Left-right mirror images are plausible spines; intensity jitter mimics other scanners.
             RandFlipd(keys, prob=0.5, spatial_axis=0),
+            *spatial,
             RandScaleIntensityd("image", factors=0.1, prob=0.5),
             RandShiftIntensityd("image", offsets=0.1, prob=0.5),
             RandGaussianNoised("image", prob=0.2, std=0.05),

@@ -1,9 +1,10 @@
 """Thin Ray Data stage wrappers around the package's functions, one per step of the scoring graph.
 
-Rows are plain dicts: ids, ``status``/``message``, per-stage seconds, and the arrays of the step at
-hand (``voxels`` until segmentation, ``mask`` until measurement, ``crops`` until encoding). Each stage
-drops the arrays it no longer needs, so what flows downstream stays small. A scan that failed an
-earlier stage passes through the later ones untouched, carrying its status to ``scans.parquet``.
+Rows are plain dicts: ids, ``status``/``message``, per-stage seconds, the scan's own ``grid`` (the
+written mask goes back onto it) and the arrays of the step at hand: the network's input ``voxels``
+until segmentation, its ``logits`` until measurement, ``crops`` until encoding. Each stage drops the
+arrays it no longer needs, so what flows downstream stays small. A scan that failed an earlier stage
+passes through the later ones untouched, carrying its status to ``scans.parquet``.
 """
 
 from __future__ import annotations
@@ -49,20 +50,27 @@ def failed_scan(row: dict, status: str, message: str) -> dict:
     }
 
 
-def load_scan(row: dict, cfg: Config) -> dict:
-    """CPU: read and validate one scan (header first, then voxels)."""
+def load_scan(row: dict, cfg: Config, seg_card: dict) -> dict:
+    """CPU: read and validate one scan (header first, then voxels), then make the segmenter's input.
+
+    The row keeps the scan's own grid (``grid``, for the way back) and carries the network's input
+    on the network's grid (``voxels``, ``net_grid``), so the model actor only runs the network.
+    """
+    from .segment import prepare_input
+
     started = time.perf_counter()
     try:
         volume = read_scan(row["image_path"], cfg.limits)
-        row.update(status=ScanStatus.OK, message="", voxels=volume.voxels, grid=_grid_of(volume))
+        prepared = prepare_input(seg_card, volume)
+        row.update(status=ScanStatus.OK, message="", voxels=prepared.voxels, net_grid=_grid_of(prepared), grid=_grid_of(volume))
     except ScanError as err:
-        row.update(status=err.status, message=err.reason, voxels=EMPTY_3D, grid="")
+        row.update(status=err.status, message=err.reason, voxels=EMPTY_3D, net_grid="", grid="")
     row["seconds_load"] = time.perf_counter() - started
     return row
 
 
 class SegmentScans:
-    """Model actor: the segmenter is loaded once, then predicts each scan's disc foreground."""
+    """Model actor: the segmenter is loaded once, then gives each scan's logits on the network's grid."""
 
     def __init__(self, model_dir: Path):
         import ray
@@ -72,33 +80,44 @@ class SegmentScans:
         self.segmenter = Segmenter.load(model_dir)
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
+    @staticmethod
+    def card(model_dir: Path) -> dict:
+        """What the CPU tasks need to prepare the input and read the output: the model card."""
+        from .io.models import load_card
+        from .segment import CARD_REQUIRED
+
+        return load_card(model_dir, required=CARD_REQUIRED)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        masks, seconds, nodes = [], [], []
+        logits, seconds, nodes = [], [], []
         for i, status in enumerate(batch["status"]):
             started = time.perf_counter()
             if status == ScanStatus.OK:
-                volume = _volume(batch["voxels"][i], batch["grid"][i])
-                masks.append(self.segmenter.predict(volume).voxels.astype(np.uint8))
+                prepared = _volume(batch["voxels"][i], batch["net_grid"][i])
+                logits.append(self.segmenter.logits(prepared).voxels.astype(np.float32))
                 nodes.append(self.node_id)
             else:
-                masks.append(EMPTY_3D)
+                logits.append(EMPTY_3D)
                 nodes.append("")
             seconds.append(time.perf_counter() - started)
         batch = {k: v for k, v in batch.items() if k != "voxels"}
-        batch.update(mask=_ragged(masks), seconds_segment=np.asarray(seconds), node_id=np.asarray(nodes))
+        batch.update(logits=_ragged(logits), seconds_segment=np.asarray(seconds), node_id=np.asarray(nodes))
         return batch
 
 
-def measure_and_store(row: dict, out: str, cfg: Config) -> dict:
-    """CPU: disc instances and levels, the label mask to Zarr, crops to Zarr, geometry rows."""
+def measure_and_store(row: dict, out: str, cfg: Config, seg_card: dict) -> dict:
+    """CPU: the mask on the scan's grid, disc instances and levels, the label mask and crops to Zarr, geometry rows."""
     from .measure import measure_mask
+    from .segment import mask_from_logits
 
     started = time.perf_counter()
     out = Path(out)
-    mask = row.pop("mask", None)
+    logits = row.pop("logits", None)
     row.update(crops=EMPTY_CROPS, disc_rows="[]", n_discs=0)
     if row["status"] == ScanStatus.OK:
-        mask = _volume(mask, row["grid"])
+        grid = json.loads(row["grid"])
+        scan_grid = _volume(np.zeros(grid["shape"], np.uint8), row["grid"])
+        mask = mask_from_logits(seg_card, _volume(logits, row["net_grid"]), scan_grid)
         measured = measure_mask(mask, cfg, binary=True)
         write_mask_zarr(out / "masks.zarr", row["scan_id"], mask.with_voxels(measured.labels))
         write_crops_zarr(out / "crops.zarr", row["scan_id"], measured.crops, measured.levels)

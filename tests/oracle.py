@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rayspine.config import Config
 from rayspine.io.scans import read_scan
+from rayspine.preprocess import to_scan_grid
 from rayspine.schema import DISC_LABEL_OFFSET
+from rayspine.segment import make_card
 from rayspine.stages import SegmentScans
 
 
@@ -22,15 +25,22 @@ class OracleSegmentScans(SegmentScans):
         self.node_id = ray.get_runtime_context().get_node_id()
         self.segmenter = self
 
+    @staticmethod
+    def card(model_dir: Path) -> dict:
+        return make_card("oracle", {}, Config())
+
     def __call__(self, batch):
-        self._ids = list(batch["scan_id"])
+        self._ids = [scan_id for scan_id, status in zip(batch["scan_id"], batch["status"]) if status == "ok"]
         return super().__call__(batch)
 
-    def predict(self, volume):
+    def logits(self, prepared):
+        """Confident logits of the ground-truth foreground, carried onto the network's grid."""
         scan_id = self._ids.pop(0)
         time.sleep(self.delay_s)
-        labels = read_scan(self.archive / "masks" / f"{scan_id}.mha", check_voxels=False).voxels
-        return volume.with_voxels((labels > DISC_LABEL_OFFSET).astype(np.uint8))
+        labels = read_scan(self.archive / "masks" / f"{scan_id}.mha", check_voxels=False)
+        foreground = labels.with_voxels((labels.voxels > DISC_LABEL_OFFSET).astype(np.uint8))
+        on_net_grid = to_scan_grid(foreground, prepared, interpolation="nearest").voxels
+        return prepared.with_voxels(np.where(on_net_grid > 0, 20.0, -20.0).astype(np.float32))
 
 
 class SlowOracleSegmentScans(OracleSegmentScans):

@@ -64,6 +64,18 @@ def test_binary_fragments_dropped_and_nearest_disc_flagged():
     assert [d.status for i, d in enumerate(discs) if i != 1] == [DiscStatus.OK] * 4
 
 
+def test_a_small_piece_below_the_spine_takes_no_level():
+    # Seen on real T2: a sacral disc remnant (~900 mm3, far above the speck size) segmented below L5/S1.
+    mask = spine_phantom() > 200
+    volume = mask.sum() / 5
+    mask[34:46, 30:40, 2:10] = True  # 960 voxels = 960 mm3 at 1 mm, a ninth of a disc, under disc 1
+    assert 960 > CFG.min_fragment_mm3 and 960 < CFG.min_fraction_of_largest * volume
+    discs = disc_instances(mask, ISO, CFG, binary=True)
+    assert [d.level for d in discs] == [1, 2, 3, 4, 5]
+    assert discs[0].status == DiscStatus.FRAGMENTS_DROPPED and "960 mm3" in discs[0].message
+    assert np.array_equal(discs[1].full_mask(mask.shape), (spine_phantom() == 202))  # levels unshifted
+
+
 def test_touching_discs_are_flagged_not_split():
     labels = spine_phantom(gap=13.0, shape=(80, 70, 120), sagittal_step=0.0, n_discs=5)
     mask = labels > 200
