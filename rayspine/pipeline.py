@@ -122,7 +122,10 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         compute=ray.data.ActorPoolStrategy(size=seg_plan.size),
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
-    )  # Ray Data spreads a pool's actors over the nodes by default (tests/test_cluster.py checks it)
+        # Model actors over as many nodes as possible, not packed on one. Deprecated in Ray 2.60 (gone in
+        # 2.64), but without it both actors of tests/test_cluster.py landed on one node.
+        scheduling_strategy="SPREAD",
+    )
     dataset = dataset.map(
         stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once
     )
@@ -135,6 +138,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             compute=ray.data.ActorPoolStrategy(size=ae_plan.size),
             num_cpus=ae_plan.num_cpus,
             num_gpus=ae_plan.num_gpus,
+            scheduling_strategy="SPREAD",
         )
     return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out), "labels_table": labels_table}, num_cpus=0.25, concurrency=tasks_at_once)
 

@@ -117,7 +117,7 @@ def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rota
                 rotate_range=(np.deg2rad(rotate_deg), 0.0, 0.0),  # about the left-right axis: sagittal tilt
                 scale_range=(scale, scale, scale),
                 mode=("bilinear", "nearest"),
-                padding_mode=("border", "zeros"),  # background intensity at the edges, never a disc label
+                padding_mode="reflection",  # the same for image and label, so the pair stays aligned at the edges
             )
         ]
     return Compose(

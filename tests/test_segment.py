@@ -16,7 +16,7 @@ import torch
 from rayspine.config import Config
 from rayspine.io.models import ModelFileError, save_model
 from rayspine.nets import build_segmentation_net, check_patch_size, network_spec, resolve_network
-from rayspine.seg_data import data_hash, split_patients
+from rayspine.seg_data import data_hash, split_patients, train_transforms
 from rayspine.seg_train import iou_dice
 from rayspine.segment import Segmenter, evaluate, make_card, mean_ci
 
@@ -105,6 +105,26 @@ def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
     assert b["ci95"][1] - b["ci95"][0] < a["ci95"][1] - a["ci95"][0]
     assert b["ci95"][0] < 0.9 < b["ci95"][1]
     assert mean_ci([])["mean"] is None
+
+
+def test_scale_and_tilt_augmentation_moves_image_and_label_together():
+    # An image that is its own label: after the random zoom and tilt, the label must still be binary
+    # and lie where the image is bright, or the network would learn from misaligned pairs.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    label = np.zeros((1, 48, 64, 64), np.uint8)
+    label[0, 14:34, :, 26:38] = 1  # a slab, like a disc, running out of the patch front and back
+    item = {"image": label.astype(np.float32), "label": label}
+    moved = 0
+    for patch in train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20)(item):
+        image, mask = np.asarray(patch["image"][0]), np.asarray(patch["label"][0])
+        assert set(np.unique(mask)) <= {0, 1}
+        # intensity jitter is +-10 %, noise sd 0.05: bright means disc, dark means background
+        assert iou_dice(image > 0.5, mask > 0)[1] > 0.95
+        moved += not np.array_equal(mask, label[0, 8:40, 8:56, 8:56])
+    assert moved  # and something did move
+    set_determinism(seed=None)
 
 
 def test_data_hash_depends_on_ids_and_sizes_not_order():
