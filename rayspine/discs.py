@@ -53,9 +53,9 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
     disc is flagged ``fragments_dropped``; a label smaller than ``cfg.min_fragment_mm3`` altogether is
     reported ``too_small`` with no mask. Binary: connected components, levels counted from the bottom;
     components below ``cfg.min_fragment_mm3``, or below ``cfg.min_fraction_of_largest`` of the largest
-    component, are dropped and the nearest disc is flagged; a component
-    more than ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged``
-    (two discs touching?), never split.
+    component, are dropped and the nearest disc is flagged; a component more than
+    ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged`` (two discs
+    touching?), never split.
     """
     labels = np.asarray(labels)
     voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))

@@ -202,12 +202,12 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 
-    from .runtime import largest_node_cpus
+    from .runtime import free_cpus_on_one_node
     from ray.train.torch import TorchTrainer
     from safetensors.torch import load_file
 
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    cpus = min(int(ray.available_resources().get("CPU", 1)), largest_node_cpus())
+    cpus = free_cpus_on_one_node()
     # One worker per GPU; otherwise a single CPU worker that may use every free core for torch.
     scaling = (
         ScalingConfig(num_workers=gpus, use_gpu=True)

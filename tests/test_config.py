@@ -44,3 +44,19 @@ def test_model_pools_always_leave_cpus_for_the_tasks():
     seg, enc = plan_model_pools(16, 4, with_encoder=True)
     assert seg.size == enc.size == 4 and seg.num_gpus + enc.num_gpus <= 1.0
     assert plan_model_pools(16, 4, with_encoder=False)[0].num_gpus == 1.0
+
+
+def test_free_cpus_waits_for_finished_tasks_and_sees_held_ones(ray_local):
+    import ray
+
+    from rayspine.runtime import free_cpus_on_one_node
+
+    total = int(ray.cluster_resources()["CPU"])
+    # Right after tasks finish, Ray may not yet show their CPUs as free: training read 1 of 2 here.
+    ray.get([ray.remote(num_cpus=1)(lambda: 0).remote() for _ in range(total)])
+    assert free_cpus_on_one_node() == total
+
+    holder = ray.remote(num_cpus=1)(type("Holder", (), {"ready": lambda self: True})).remote()
+    ray.get(holder.ready.remote())
+    assert free_cpus_on_one_node(wait_s=0.5) == total - 1  # an actor's CPU is not free
+    ray.kill(holder)
