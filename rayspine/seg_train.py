@@ -120,7 +120,8 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
 
-    dataset = CacheDataset(train_items, transform=train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg), progress=False)
+    transform = train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg)
+    dataset = CacheDataset(train_items, transform=transform, progress=False)
     # Each scan yields samples_per_scan patches, so this many scans make a batch of batch_size patches.
     loader = DataLoader(dataset, batch_size=max(1, seg.batch_size // seg.samples_per_scan), shuffle=True, num_workers=0)
 

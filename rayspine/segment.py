@@ -64,7 +64,8 @@ class Segmenter:
     def logits(self, prepared: Volume) -> Volume:
         """Sliding-window logits on the network's grid for an input made by ``prepare_input``."""
         card = self.card
-        return prepared.with_voxels(predict_logits(self.net, prepared.voxels, card["patch_size"], card.get("sw_overlap", 0.25), self.device))
+        logits = predict_logits(self.net, prepared.voxels, card["patch_size"], card.get("sw_overlap", 0.25), self.device)
+        return prepared.with_voxels(logits)
 
     def predict(self, volume: Volume) -> Volume:
         """Binary uint8 disc foreground (0/1) with the input's shape, spacing, origin and direction."""
