@@ -66,6 +66,10 @@ class SegConfig:
     # validation Dice 0.80 -> 0.84 (bench/segment.md): patients and fields of view differ in size.
     augment_scale: float = 0.2
     augment_rotate_deg: float = 10.0
+    # Validate, keep and ship an exponential moving average of the weights (0: the raw weights).
+    # Batches of four make the raw weights jump: validation IoU swung by 0.05-0.08 from epoch to
+    # epoch on real T2 (bench/segment.md), so the best-IoU pick was partly a pick of noise.
+    ema_decay: float = 0.99
     sw_overlap: float = 0.25  # sliding-window overlap at inference
     threshold: float = 0.5
     max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last

@@ -85,16 +85,34 @@ def data_hash(entries) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def affine_source_size(patch_size, scale: float, rotate_deg: float) -> tuple[int, ...]:
+    """The crop that holds every voxel a zoom of up to ``1 + scale`` and a sagittal tilt of up to
+    ``rotate_deg`` can reach when producing a ``patch_size`` patch from its centre.
+
+    Cropping this first and letting the affine cut the patch out of it means augmented patches show
+    real anatomy to their edges instead of padding (zooming out a patch already cut to size pulls
+    padding in: reflected or smeared discs that the network then learns).
+    """
+    theta = np.deg2rad(rotate_deg)
+    x, y, z = (float(p) for p in patch_size)
+    # A tilt about the left-right axis (axis 0) widens the patch's extent in the other two.
+    extent = (x, y * np.cos(theta) + z * np.sin(theta), z * np.cos(theta) + y * np.sin(theta))
+    return tuple(int(np.ceil(e * (1.0 + scale))) for e in extent)
+
+
 def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rotate_deg: float = 0.0):
     """Patches around the discs (3 of 4 centred on disc voxels) with light augmentation.
 
     ``scale`` and ``rotate_deg`` add a random zoom (1 +- scale) and a tilt in the sagittal plane to
-    half the patches: patients and fields of view differ in size, and lordosis tilts each disc.
+    half the patches: patients and fields of view differ in size, and lordosis tilts each disc. With
+    them, a larger region is cropped (``affine_source_size``) and the affine cuts the patch from its
+    centre (the identity for the other half).
 
     Deterministic steps come first so a ``CacheDataset`` keeps their output (padding and the
     foreground/background index lists) and only the random crop and augmentation run per epoch.
     """
     from monai.transforms import (
+        BorderPadd,
         Compose,
         DeleteItemsd,
         FgBgToIndicesd,
@@ -108,26 +126,35 @@ def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rota
     )
 
     keys = ["image", "label"]
-    spatial = []
+    patch_size = tuple(int(p) for p in patch_size)
+    crop_size, margin, spatial = patch_size, [0, 0, 0], []
     if scale > 0 or rotate_deg > 0:
+        crop_size = affine_source_size(patch_size, scale, rotate_deg)
+        # The margin lets the larger crop centre wherever the patch could (at the first and last
+        # disc too) instead of being held away from the scan's ends.
+        margin = [-(-(c - p) // 2) for c, p in zip(crop_size, patch_size)]
         spatial = [
             RandAffined(
                 keys,
                 prob=0.5,
+                spatial_size=patch_size,
                 rotate_range=(np.deg2rad(rotate_deg), 0.0, 0.0),  # about the left-right axis: sagittal tilt
                 scale_range=(scale, scale, scale),
                 mode=("bilinear", "nearest"),
-                padding_mode="reflection",  # the same for image and label, so the pair stays aligned at the edges
+                # Zeros only where the crop itself ran past the scan: the value SpatialPadd and the
+                # sliding window pad with (the normalised image's mean), for image and label alike.
+                padding_mode="zeros",
             )
         ]
     return Compose(
         [
-            SpatialPadd(keys, spatial_size=patch_size),
+            BorderPadd(keys, spatial_border=margin),
+            SpatialPadd(keys, spatial_size=crop_size),
             FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg"),
             RandCropByPosNegLabeld(
                 keys,
                 label_key="label",
-                spatial_size=patch_size,
+                spatial_size=crop_size,
                 pos=3,
                 neg=1,
                 num_samples=samples_per_scan,

@@ -2,6 +2,8 @@
 
 The loop follows the paper: BCE + Dice with equal weights, Adam (lr 1e-3), batches of four patches,
 early stopping once validation IoU has not improved for ``patience`` epochs, best-IoU weights kept.
+The weights validated and kept are an exponential moving average of the trained ones
+(``SegConfig.ema_decay``): with batches of four they settle where the raw weights keep jumping.
 Every epoch writes a Ray Train checkpoint (current and best weights, optimizer, counters) to the run's
 storage; started again on the same storage, Ray Train restores the run and the loop resumes from the
 last finished epoch.
@@ -25,6 +27,7 @@ from .config import Config, SegConfig
 from .volume import Volume
 
 WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
+AVERAGE = "average.safetensors"
 
 
 @dataclass
@@ -63,6 +66,27 @@ def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device) -
             x, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=4, predictor=net, overlap=overlap, mode="gaussian"
         )
     return logits[0, 0].float().cpu().numpy()
+
+
+def weight_average(net, decay: float):
+    """An exponential moving average of ``net``'s weights (``torch.optim.swa_utils.AveragedModel``).
+
+    The decay ramps up as ``(1 + n) / (10 + n)`` until it reaches ``decay``, so the first steps, from
+    random weights, do not linger in the average. Buffers are copied, not averaged.
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    def average(averaged, current, n_averaged):
+        d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        return averaged * d + current * (1.0 - d)
+
+    return AveragedModel(net, avg_fn=average)
+
+
+def update_average(average, net) -> None:
+    average.update_parameters(net)
+    for kept, current in zip(average.module.buffers(), net.buffers()):
+        kept.detach().copy_(current)
 
 
 def _unwrap(net):
@@ -107,6 +131,10 @@ def train_loop_per_worker(config: dict) -> None:
     optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
 
+    # The weights that are validated and kept: the running average, or the raw weights without one.
+    average = weight_average(_unwrap(net), seg.ema_decay) if seg.ema_decay > 0 else None
+    scored = average.module if average is not None else _unwrap(net)
+
     state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "since_best": 0, "seconds": 0.0, "history": []}
     best_state = None
     checkpoint = ray.train.get_checkpoint()
@@ -117,6 +145,8 @@ def train_loop_per_worker(config: dict) -> None:
             _unwrap(net).load_state_dict(load_file(str(folder / WEIGHTS), device=str(device)))
             optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location=device, weights_only=True))
             best_state = load_file(str(folder / BEST))
+            if average is not None and (folder / AVERAGE).is_file():
+                average.load_state_dict(load_file(str(folder / AVERAGE), device=str(device)))
         if rank == 0:
             print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
 
@@ -140,15 +170,17 @@ def train_loop_per_worker(config: dict) -> None:
                 loss = loss_fn(net(image), label)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                update_average(average, _unwrap(net))
             losses.append(float(loss.detach()))
         val_start = time.perf_counter()
-        val_iou = _validate(net, val_items, seg, device, world)
+        val_iou = _validate(scored, val_items, seg, device, world)
         val_seconds = time.perf_counter() - val_start
         state["epoch"] += 1
         epoch = state["epoch"]
         if val_iou is None or val_iou > state["best_iou"]:
             state["best_iou"], state["best_epoch"], state["since_best"] = (val_iou if val_iou is not None else -1.0), epoch, 0
-            best_state = _cpu_state(net)
+            best_state = _cpu_state(scored)
         else:
             state["since_best"] += 1
         seconds = time.perf_counter() - start
@@ -175,6 +207,8 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0:
                 save_file({k: v.contiguous() for k, v in _cpu_state(net).items()}, os.path.join(folder, WEIGHTS))
                 save_file({k: v.contiguous() for k, v in best_state.items()}, os.path.join(folder, BEST))
+                if average is not None:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in average.state_dict().items()}, os.path.join(folder, AVERAGE))
                 torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
                 Path(folder, STATE).write_text(json.dumps(state))
                 saved = ray.train.Checkpoint.from_directory(folder)

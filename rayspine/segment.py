@@ -226,7 +226,8 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
         data_hash=data_hash((r.scan_id, _file_bytes(r.image_path), _file_bytes(r.mask_path)) for r in used),
         git_revision=git_revision(),
         training={"epochs": outcome.epochs, "best_epoch": outcome.best_epoch, "best_val_iou": outcome.best_val_iou,
-                  "n_train": len(rows["train"]), "n_val": len(rows["val"]), "test_site": test_site},
+                  "n_train": len(rows["train"]), "n_val": len(rows["val"]), "test_site": test_site,
+                  "weight_average_decay": cfg.seg.ema_decay},
     )
     segmenter = Segmenter(net, card)
     test_pairs = (

@@ -97,6 +97,23 @@ def test_iou_and_dice_known_answers():
     assert iou_dice(np.zeros_like(a), np.zeros_like(a)) == (1.0, 1.0)
 
 
+def test_weight_average_ramps_its_decay_then_holds_it_and_copies_buffers():
+    from rayspine.seg_train import update_average, weight_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    average = weight_average(net, decay=0.2)
+    expected = None
+    for step, value in enumerate([0.0, 1.0, 1.0, 3.0, 3.0, 3.0]):
+        net[0].weight.data.fill_(value)
+        net[1].running_mean.fill_(10.0 + step)
+        update_average(average, net)
+        d = min(0.2, (1 + step) / (10 + step))  # the first update copies: step 0 has nothing to average
+        expected = value if expected is None else d * expected + (1 - d) * value
+        assert float(average.module[0].weight.detach()) == pytest.approx(expected)
+        assert float(average.module[1].running_mean) == 10.0 + step  # statistics are the network's own
+    assert expected == pytest.approx(2.9837090909)  # decay 0.2 from the third update: 80 % of the way to 3 each step
+
+
 def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
     rng = np.random.default_rng(0)
     few, many = rng.normal(0.9, 0.03, 8), rng.normal(0.9, 0.03, 200)
@@ -125,6 +142,56 @@ def test_scale_and_tilt_augmentation_moves_image_and_label_together():
         # crops and left-right flips keep the slab 12 slices thick; a zoom or a sagittal tilt does not
         tilted_or_zoomed += np.count_nonzero(mask.any(axis=(0, 1))) != 12
     assert tilted_or_zoomed
+    set_determinism(seed=None)
+
+
+def test_zoomed_and_tilted_patches_inside_a_scan_show_no_padding():
+    # The image is a ramp along the anterior-posterior axis. Any zoom and tilt of real content keeps
+    # it a linear function of the patch's coordinates; padding (zeros, smeared or reflected edges)
+    # would fold or flatten it. Patches on the disc, in the middle of a large scan, reach no edge.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=1)
+    shape = (80, 200, 200)
+    ramp = np.broadcast_to(np.arange(shape[1], dtype=np.float32)[None, :, None], shape)
+    label = np.zeros((1, *shape), np.uint8)
+    label[0, 30:50, 90:110, 95:105] = 1
+    item = {"image": ramp[None].copy(), "label": label}
+    coords = np.stack(np.meshgrid(*[np.arange(n) for n in (32, 48, 48)], indexing="ij"), -1).reshape(-1, 3)
+    design = np.column_stack([coords, np.ones(len(coords))])
+    on_disc = 0
+    for patch in train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20)(item):
+        if not np.asarray(patch["label"]).any():
+            continue  # a background patch may sit at the scan's edge, where padding is right
+        on_disc += 1
+        values = np.asarray(patch["image"][0]).reshape(-1)
+        fit, *_ = np.linalg.lstsq(design, values, rcond=None)
+        residual = values - design @ fit
+        assert np.sqrt(np.mean(residual**2)) < 0.2  # noise sd 0.05; a fold at an edge leaves several units
+    assert on_disc >= 4
+    set_determinism(seed=None)
+
+
+@pytest.mark.parametrize("scale, rotate_deg", [(0.0, 0.0), (0.3, 20.0)])
+def test_patches_reach_the_discs_at_both_ends_of_the_scan(scale, rotate_deg):
+    # Discs 3 voxels from each end of a long scan. The crop that feeds the zoom and tilt is larger
+    # than the patch; kept inside the scan it would never centre near an end, and the first and last
+    # disc (L5/S1 on most fields of view) would never be learnt. The image holds the z coordinate.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=2)
+    shape = (40, 64, 200)
+    z = np.broadcast_to(np.arange(shape[2], dtype=np.float32), shape)
+    label = np.zeros((1, *shape), np.uint8)
+    label[0, 10:30, 20:40, 2:5] = 1
+    label[0, 10:30, 20:40, -5:-2] = 1
+    item = {"image": z[None].copy(), "label": label}
+    seen = set()
+    for patch in train_transforms((32, 48, 48), samples_per_scan=16, scale=scale, rotate_deg=rotate_deg)(item):
+        on_disc = np.asarray(patch["image"][0])[np.asarray(patch["label"][0]) > 0.5]
+        seen |= {"low"} if np.any(on_disc < 10) else set()
+        seen |= {"high"} if np.any(on_disc > shape[2] - 10) else set()
+    assert seen == {"low", "high"}
     set_determinism(seed=None)
 
 
