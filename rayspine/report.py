@@ -43,7 +43,7 @@ def _png_file(path: Path) -> str:
 
 
 def site_distributions(discs: pd.DataFrame):
-    """One box plot per geometry column, one box per site."""
+    """One box plot per geometry column, one box per site, of the discs whose status is ok."""
     ok = discs[discs["status"] == "ok"]
     sites = sorted(ok["site"].dropna().unique())
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
@@ -86,10 +86,14 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     timing = scans.filter(like="seconds_").describe().loc[["mean", "50%", "max"]].reset_index(names="stat")
     parts.append("<h3>Seconds per stage</h3>" + _table(timing))
 
-    if len(discs):
-        parts.append("<h2>Disc geometry by site</h2>" + _png(site_distributions(discs)))
-        summary = discs[discs.status == "ok"].groupby("site")[GEOMETRY_COLUMNS].median().reset_index()
+    measured = discs[discs["status"] == "ok"]
+    if len(measured):
+        parts.append("<h2>Disc geometry by site</h2>" + _png(site_distributions(measured)))
+        summary = measured.groupby("site")[GEOMETRY_COLUMNS].median().reset_index()
         parts.append("<p>Medians by site:</p>" + _table(summary))
+    elif len(discs):  # nothing to plot, and matplotlib cannot draw a box plot of nothing
+        counts = ", ".join(f"{k}: {v}" for k, v in discs["status"].value_counts().items())
+        parts.append(f'<h2>Disc geometry by site</h2><p class="bad">No disc passed its checks ({html.escape(counts)}).</p>')
 
     parts.append("<h2>Mask overlays (mid-sagittal)</h2>")
     parts.append("".join(_overlays(out, scans, sample)))

@@ -4,9 +4,9 @@ The loop follows the paper: BCE + Dice with equal weights, Adam (lr 1e-3), batch
 early stopping once validation IoU has not improved for ``patience`` epochs, best-IoU weights kept.
 The weights validated and kept are an exponential moving average of the trained ones
 (``SegConfig.ema_decay``): with batches of four they settle where the raw weights keep jumping.
-Every epoch writes a Ray Train checkpoint (current and best weights, optimizer, counters) to the run's
-storage; started again on the same storage, Ray Train restores the run and the loop resumes from the
-last finished epoch.
+Every epoch writes a Ray Train checkpoint (current, averaged and best weights, optimizer, counters)
+to the run's storage; started again on the same storage, Ray Train restores the run and the loop
+resumes from the last finished epoch.
 
 Training items are prepared once (``seg_data.prepare_pair``) as Ray tasks and held in the object store,
 so every worker reads the same in-memory arrays and no scan is preprocessed twice.

@@ -152,3 +152,18 @@ def test_real_stage_class_is_the_default():
     import inspect
 
     assert inspect.signature(run_pipeline).parameters["segment_stage"].default is SegmentScans
+
+
+def test_report_says_so_when_no_disc_passed_its_checks(tmp_path):
+    # A weak segmenter can leave every disc flagged (merged, too large): the report must still be written.
+    from rayspine.report import write_report
+    from rayspine.schema import GEOMETRY_COLUMNS
+
+    scans = pd.DataFrame({"scan_id": ["1_t1"], "site": ["site1"], "status": ["ok"], "message": [""],
+                          "path": [str(tmp_path / "gone.mha")], "seconds_segment": [1.0]})
+    discs = pd.DataFrame({"scan_id": ["1_t1", "1_t1"], "site": ["site1"] * 2, "level": [1, 2],
+                          "status": ["possibly_merged", "too_large"], **{c: [np.nan] * 2 for c in GEOMETRY_COLUMNS}})
+    scans.to_parquet(tmp_path / "scans.parquet")
+    discs.to_parquet(tmp_path / "discs.parquet")
+    page = write_report(tmp_path).read_text()
+    assert "No disc passed its checks (possibly_merged: 1, too_large: 1)" in page
