@@ -43,12 +43,11 @@ def _png_file(path: Path) -> str:
 
 
 def site_distributions(discs: pd.DataFrame):
-    """One box plot per geometry column, one box per site, of the discs whose status is ok."""
-    ok = discs[discs["status"] == "ok"]
-    sites = sorted(ok["site"].dropna().unique())
+    """One box plot per geometry column, one box per site, of the (measured) discs given."""
+    sites = sorted(discs["site"].dropna().unique())
     fig, axes = plt.subplots(2, 4, figsize=(14, 6))
     for ax, column in zip(axes.flat, GEOMETRY_COLUMNS):
-        ax.boxplot([ok.loc[ok["site"] == s, column].dropna() for s in sites], tick_labels=sites)
+        ax.boxplot([discs.loc[discs["site"] == s, column].dropna() for s in sites], tick_labels=sites)
         ax.set_title(column, fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     axes.flat[-1].axis("off")
