@@ -23,9 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.conftest (the real-data loader)
 
-from rayspine.autoencoder import train_autoencoder  # noqa: E402
+from rayspine.autoencode.train import train_autoencoder  # noqa: E402
 from rayspine.config import AEConfig  # noqa: E402
-from rayspine.discs import crop_disc  # noqa: E402
+from rayspine.measure.crops import crop_disc  # noqa: E402
+from rayspine.measure.geometry import disc_rotation  # noqa: E402
 
 SPACING = (1.4, 1.2, 1.5)
 
@@ -45,16 +46,6 @@ def real_discs() -> tuple[np.ndarray, np.ndarray]:
             crops.append(crop)
             subjects.append(subject)
     return np.stack(crops).astype(np.uint8), np.asarray(subjects)
-
-
-def disc_rotation(sagittal: float, transverse: float, coronal: float) -> np.ndarray:
-    """R = Rx(sagittal) Rz(transverse) Ry(coronal), degrees (DESIGN.md's order); kept here so the
-    bench data never changes under it."""
-    a, b, c = np.radians([sagittal, transverse, coronal])
-    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
-    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
-    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
-    return rx @ rz @ ry
 
 
 def synthetic_discs(n: int, seed: int = 0) -> np.ndarray:
@@ -90,7 +81,7 @@ def nearest_disc_baseline(train: np.ndarray, heldout: np.ndarray) -> np.ndarray:
 
 def cmd_speed(args) -> None:
     """Seconds per epoch (training pass + eval-mode IoU pass) for each CPU set-up."""
-    from rayspine.autoencoder import _to_batch
+    from rayspine.autoencode.infer import to_batch as _to_batch
 
     crops = synthetic_discs(args.n, seed=1)
     # Data kept uint8 until the batch vs a float32 copy of the whole set: memory, and batch-forming time.
@@ -166,7 +157,7 @@ def cmd_fit(args) -> None:
     result = train_autoencoder(train, args.bottleneck, cfg, out_dir=out_dir, heldout=heldout, progress=progress)
     tr, he = result.train_iou, result.heldout_iou
     if args.save:
-        from rayspine.ae_model import save_autoencoder
+        from rayspine.autoencode.train import save_autoencoder
 
         save_autoencoder(result, Path(args.save), SPACING, extra={"bench_args": vars(args)})
     n_real_train = int((~held_real).sum())
@@ -197,7 +188,7 @@ def cmd_sweep(args) -> None:
 
     from rayspine.config import Config
     from rayspine.io.store import write_crops_zarr
-    from rayspine.sweep import run_sweep
+    from rayspine.autoencode.sweep import run_sweep
 
     real, subjects = real_discs()
     synth = synthetic_discs(args.synthetic, seed=args.seed)

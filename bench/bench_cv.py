@@ -16,9 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import pandas as pd
 
-from rayspine.classify import cross_validate
+from rayspine.predict.cv import cross_validate
+from rayspine.runtime import ray_map
 from rayspine.config import CVConfig
-from rayspine.schema import GEOMETRY_COLUMNS, LABEL_COLUMN, latent_columns
+from rayspine.schema import geometry_columns, LABEL_COLUMN, latent_columns
 
 
 def table(patients=218, levels=7, k=64, seed=0) -> pd.DataFrame:
@@ -27,7 +28,7 @@ def table(patients=218, levels=7, k=64, seed=0) -> pd.DataFrame:
     t = pd.DataFrame({"scan_id": np.repeat([f"{p}_t2" for p in range(patients)], levels),
                       "patient_id": np.repeat([str(p) for p in range(patients)], levels),
                       "level": np.tile(np.arange(1, levels + 1), patients), "status": "ok"})
-    for c in GEOMETRY_COLUMNS:
+    for c in geometry_columns():
         t[c] = rng.normal(size=n)
     for c in latent_columns(k):
         t[c] = rng.normal(size=n).astype(np.float32)
@@ -41,16 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     data, cv = table(), CVConfig()
     t0 = time.perf_counter()
-    loop, _ = cross_validate(data, cv, use_ray=False)
+    loop, _ = cross_validate(data, cv)
     t_loop = time.perf_counter() - t0
 
     import ray
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     try:
-        cross_validate(data.head(200), CVConfig(n_bootstrap=10), use_ray=True)  # warm the workers
+        cross_validate(data.head(200), CVConfig(n_bootstrap=10), run_all=ray_map)  # warm the workers
         t0 = time.perf_counter()
-        dist, _ = cross_validate(data, cv, use_ray=True)
+        dist, _ = cross_validate(data, cv, run_all=ray_map)
         t_ray = time.perf_counter() - t0
     finally:
         ray.shutdown()

@@ -28,9 +28,10 @@ from scipy import ndimage  # noqa: E402
 
 from tests.phantoms import disc_phantom, spine_phantom  # noqa: E402
 from rayspine.config import Config  # noqa: E402
-from rayspine.discs import crop_disc, disc_instances  # noqa: E402
-from rayspine.geometry import measure_disc  # noqa: E402
-from rayspine.measure import measure_mask  # noqa: E402
+from rayspine.measure.crops import crop_disc  # noqa: E402
+from rayspine.measure.instances import disc_instances  # noqa: E402
+from rayspine.measure.geometry import measure_disc  # noqa: E402
+from rayspine.measure.command import measure_mask  # noqa: E402
 from rayspine.volume import Volume  # noqa: E402
 
 CFG = Config()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from rayspine import stages
+from rayspine.pipeline import stages
 from rayspine.config import Config
 from rayspine.io.archive import index_archive
 from rayspine.synth import synthesize_archive
@@ -108,8 +108,8 @@ def main() -> None:
         result["speedup_ceiling"] = psutil.cpu_count() / result["loop_busy_cores"]
         shutil.rmtree(out)
     if args.mode in ("pipeline", "both"):
-        from rayspine.pipeline import run_pipeline
-        from rayspine.report import write_report
+        from rayspine.pipeline.graph import run_pipeline
+        from rayspine.report.html import write_report
         from rayspine.runtime import init_ray
 
         out = Path(tempfile.mkdtemp(prefix="pipeline-")) / "out"

@@ -32,8 +32,8 @@ def main() -> None:
 
     from rayspine.config import Config
     from rayspine.io import index_archive, read_scan
-    from rayspine.nets import build_segmentation_net, network_spec
-    from rayspine.segment import Segmenter, make_card
+    from rayspine.segment.networks import build_segmentation_net, network_spec
+    from rayspine.segment.infer import Segmenter, make_card
     from rayspine.synth import synthesize_archive
 
     torch.set_num_threads(args.threads)

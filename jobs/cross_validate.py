@@ -4,27 +4,29 @@
         python jobs/cross_validate.py DISCS_PARQUET CV_OUT [--labels GRADINGS_CSV]
 """
 
-import argparse
-import json
-import logging
-from pathlib import Path
+from common import job_parser, run_job
 
-from rayspine.classify import run_cv
-from rayspine.config import Config
-from rayspine.io.remote import local_input, local_output
-from rayspine.runtime import init_ray
+from rayspine.predict.command import run_cv
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("features")
-parser.add_argument("out")
-parser.add_argument("--labels")
-parser.add_argument("--leaky-folds", action="store_true", help="the paper's protocol: a patient's discs may span folds")
-parser.add_argument("--config", help="JSON file of config overrides, as for the rayspine CLI")
-args = parser.parse_args()
-base = Config.from_dict(json.loads(Path(args.config).read_text())) if args.config else Config()
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-cfg = base.replace(cv={"group_by_patient": not args.leaky_folds})
-init_ray()
-with local_input(args.features) as features, local_input(args.labels) as labels, local_output(args.out) as out:
-    print(run_cv(features, out, cfg, labels=labels).to_string(index=False))
+def arguments():
+    parser = job_parser(__doc__)
+    parser.add_argument("features")
+    parser.add_argument("out")
+    parser.add_argument("--labels")
+    parser.add_argument("--leaky-folds", action="store_true", help="the paper's protocol: a patient's discs may span folds")
+    return parser
+
+
+def main(args):
+    run_job(
+        args,
+        ["features", "labels"],
+        "out",
+        lambda cfg, features, labels, out: run_cv(features, out, cfg, labels=labels),
+        overrides={"cv": {"group_by_patient": False if args.leaky_folds else None}},
+    )
+
+
+if __name__ == "__main__":
+    main(arguments().parse_args())

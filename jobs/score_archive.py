@@ -6,27 +6,29 @@
 ARCHIVE, OUT and the model folders may be paths on the cluster's shared mount or storage URIs.
 """
 
-import argparse
-import json
-import logging
-from pathlib import Path
+from common import job_parser, run_job
 
-from rayspine.config import Config
-from rayspine.io.remote import local_input, local_output
-from rayspine.pipeline import run_pipeline
-from rayspine.runtime import init_ray
+from rayspine.pipeline.graph import run_pipeline
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("archive")
-parser.add_argument("out")
-parser.add_argument("--seg", required=True)
-parser.add_argument("--ae")
-parser.add_argument("--overwrite", action="store_true")
-parser.add_argument("--config", help="JSON file of config overrides, as for the rayspine CLI")
-args = parser.parse_args()
-base = Config.from_dict(json.loads(Path(args.config).read_text())) if args.config else Config()
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-init_ray()
-with local_input(args.archive) as archive, local_input(args.seg) as seg, local_input(args.ae) as ae, local_output(args.out) as out:
-    print(run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=base, overwrite=args.overwrite))
+def arguments():
+    parser = job_parser(__doc__)
+    parser.add_argument("archive")
+    parser.add_argument("out")
+    parser.add_argument("--seg", required=True)
+    parser.add_argument("--ae")
+    parser.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def main(args):
+    run_job(
+        args,
+        ["archive", "seg", "ae"],
+        "out",
+        lambda cfg, archive, seg, ae, out: run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=cfg, overwrite=args.overwrite),
+    )
+
+
+if __name__ == "__main__":
+    main(arguments().parse_args())

@@ -4,29 +4,30 @@
         python jobs/train_segmenter.py ARCHIVE MODEL_OUT [--test-site SITE] [--network swinunetr]
 """
 
-import argparse
-import json
-import logging
-from pathlib import Path
+from common import job_parser, run_job
 
-from rayspine.config import Config
-from rayspine.io.remote import local_input, local_output
-from rayspine.runtime import init_ray
-from rayspine.segment import train_segmenter
+from rayspine.segment.command import train_segmenter
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("archive")
-parser.add_argument("out")
-parser.add_argument("--test-site")
-parser.add_argument("--network", help="swinunetr | segresnet | unet (default: swinunetr on GPU)")
-parser.add_argument("--max-epochs", type=int)
-parser.add_argument("--config", help="JSON file of config overrides, as for the rayspine CLI")
-args = parser.parse_args()
-base = Config.from_dict(json.loads(Path(args.config).read_text())) if args.config else Config()
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-overrides = {"network": args.network, "max_epochs": args.max_epochs}
-cfg = base.replace(seg={k: v for k, v in overrides.items() if v is not None})
-init_ray()
-with local_input(args.archive) as archive, local_output(args.out) as out:
-    print(json.dumps(train_segmenter(archive, out, cfg, test_site=args.test_site), indent=2, default=str))
+def arguments():
+    parser = job_parser(__doc__)
+    parser.add_argument("archive")
+    parser.add_argument("out")
+    parser.add_argument("--test-site")
+    parser.add_argument("--network", help="swinunetr | segresnet | unet (default: swinunetr on GPU)")
+    parser.add_argument("--max-epochs", type=int)
+    return parser
+
+
+def main(args):
+    run_job(
+        args,
+        ["archive"],
+        "out",
+        lambda cfg, archive, out: train_segmenter(archive, out, cfg, test_site=args.test_site),
+        overrides={"seg": {"network": args.network, "max_epochs": args.max_epochs}},
+    )
+
+
+if __name__ == "__main__":
+    main(arguments().parse_args())

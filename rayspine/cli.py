@@ -72,11 +72,9 @@ def train_seg(
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Train the disc segmenter with Ray Train; writes weights, model.json and metrics.json."""
-    from .runtime import init_ray
-    from .segment import train_segmenter
+    from .segment.command import train_segmenter
 
     cfg = _config(config, seg={"network": network, "max_epochs": max_epochs})
-    init_ray()
     metrics = train_segmenter(archive, out, cfg, test_site=test_site, overwrite=overwrite)
     typer.echo(json.dumps(metrics, indent=2, default=str))
 
@@ -90,11 +88,9 @@ def measure(
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Disc instances, 64^3 crops and geometry from existing masks (e.g. ground truth), on Ray."""
-    from .measure import run_measure
-    from .runtime import init_ray
+    from .measure.command import run_measure
 
     cfg = _config(config)
-    init_ray()
     discs = run_measure(masks, out, cfg, labels=labels, overwrite=overwrite)
     typer.echo(f"{len(discs)} discs measured -> {out / 'discs.parquet'}")
 
@@ -106,12 +102,12 @@ def train_ae(
     bottleneck: Optional[List[int]] = typer.Option(None, "--bottleneck", "-b", help="Sizes to sweep (default 64 8 4 3)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch limit per trial (default 1000)."),
     heldout: Optional[float] = typer.Option(None, help="Fraction of discs held out to report unseen-disc IoU."),
+    model: Optional[str] = typer.Option(None, "--model", help="Registered autoencoder network (default conv; see rayspine/autoencode/networks/)."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Train the disc autoencoder, one Ray Tune trial per bottleneck size, in parallel."""
-    from .runtime import init_ray
-    from .sweep import run_sweep
+    from .autoencode.sweep import run_sweep
 
     # `--bottleneck 64 8 4 3` (the paper's way of writing it): the click parser gives the option only its
     # first value and appends the rest to CROPS, so plain integers that name no folder move back.
@@ -123,9 +119,8 @@ def train_ae(
         raise typer.BadParameter("give at least one folder of crops (an output of `measure` or `run`)")
     cfg = _config(
         config,
-        ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout},
+        ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout, "model": model},
     )
-    init_ray()
     table = run_sweep(crops, out, cfg, overwrite=overwrite)
     typer.echo(table.to_string(index=False))
 
@@ -140,11 +135,9 @@ def run(
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Score an archive as one streaming Ray Data graph: masks, geometry, latent features, report."""
-    from .pipeline import run_pipeline
-    from .runtime import init_ray
+    from .pipeline.graph import run_pipeline
 
     cfg = _config(config)
-    init_ray()
     summary = run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=cfg, overwrite=overwrite)
     typer.echo(summary)
 
@@ -158,11 +151,9 @@ def cv(
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Cross-validate XGBoost disc-narrowing prediction on latent, geometric and both feature sets."""
-    from .classify import run_cv
-    from .runtime import init_ray
+    from .predict.command import run_cv
 
     cfg = _config(config, cv={"group_by_patient": False if leaky_folds else None})
-    init_ray()
     table = run_cv(features, out, cfg, labels=labels)
     typer.echo(table.to_string(index=False))
 
@@ -175,7 +166,7 @@ def interpret(
     config: Optional[Path] = ConfigOption,
 ) -> None:
     """Latent traversal (decoded and measured) and latent-geometry correlations."""
-    from .interpret import run_interpret
+    from .interpret.command import run_interpret
 
     cfg = _config(config)
     paths = run_interpret(ae, features, out, cfg)
@@ -197,7 +188,7 @@ def demo(
 def main() -> None:
     """Console entry point: user errors (missing or occupied folders, bad settings or files) end with one
     clear line and exit status 2; anything else is a bug or an infrastructure failure and stays loud."""
-    from .io.models import ModelFileError
+    from .io.cards import ModelFileError
     from .io.scans import ScanError
 
     try:

@@ -80,6 +80,7 @@ class SegConfig:
 @dataclass(frozen=True)
 class AEConfig:
     bottlenecks: tuple[int, ...] = (64, 8, 4, 3)  # the paper's sweep
+    model: str = "conv"  # registered network (autoencode/networks/): the paper's convolutional autoencoder
     channels: tuple[int, ...] = (16, 32, 64, 128)  # encoder widths, 64^3 -> 4^3
     batch_size: int = 4  # paper
     learning_rate: float = 1e-3

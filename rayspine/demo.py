@@ -36,15 +36,14 @@ def run_demo(out: Path, patients: int = 24, overwrite: bool = False, cfg: Config
 
     import pandas as pd
 
-    from .classify import run_cv
-    from .interpret import run_interpret
-    from .latent import add_latent
-    from .measure import run_measure
-    from .pipeline import run_pipeline
-    from .report import write_report
-    from .runtime import init_ray
-    from .segment import train_segmenter
-    from .sweep import run_sweep
+    from .autoencode.latent import add_latent
+    from .autoencode.sweep import run_sweep
+    from .interpret.command import run_interpret
+    from .measure.command import run_measure
+    from .pipeline.graph import run_pipeline
+    from .predict.command import run_cv
+    from .report.html import write_report
+    from .segment.command import train_segmenter
     from .synth import synthesize_archive
 
     out = Path(out)
@@ -53,7 +52,6 @@ def run_demo(out: Path, patients: int = 24, overwrite: bool = False, cfg: Config
     cfg = cfg or Config().replace(**DEMO_OVERRIDES)
     paths = {name: out / name for name in ("archive", "segmenter", "ground_truth", "autoencoder", "scored", "cv_ground_truth", "cv_predicted", "interpret")}
     started = time.perf_counter()
-    init_ray()
 
     if _step("1/8 synthesise the archive", (paths["archive"] / "truth.parquet").exists(), started):
         synthesize_archive(paths["archive"], patients=patients, sites=3, seed=0, overwrite=True)

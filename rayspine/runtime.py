@@ -100,3 +100,22 @@ def free_cpus_on_one_node(wait_s: float = 3.0) -> int:
         if best >= total or time.monotonic() > deadline:
             return max(1, best)
         time.sleep(0.1)
+
+
+def ray_map(fn, calls: list[tuple], num_cpus: float = 1) -> list:
+    """``[fn(*args) for args in calls]`` as Ray tasks of ``num_cpus`` each, results in order.
+
+    Each distinct argument array is put in the object store once, however many calls share it.
+    """
+    import ray
+
+    init_ray()
+    task = ray.remote(num_cpus=num_cpus)(fn)
+    refs: dict[int, object] = {}
+
+    def shared(value):
+        if hasattr(value, "__array__") and getattr(value, "nbytes", 0) > 1024:
+            return refs.setdefault(id(value), ray.put(value))
+        return value
+
+    return ray.get([task.remote(*(shared(a) for a in args)) for args in calls])

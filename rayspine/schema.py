@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pyarrow as pa
 
 # --- SPIDER mask labels (van der Graaf et al. 2024) -------------------------------------------------
@@ -19,6 +22,12 @@ def disc_label(level: int) -> int:
 
 def disc_level(label: int) -> int:
     return label - DISC_LABEL_OFFSET
+
+
+def is_disc_label(labels: np.ndarray) -> np.ndarray:
+    """Boolean array: which values are SPIDER disc labels (201..225)."""
+    labels = np.asarray(labels)
+    return (labels > DISC_LABEL_OFFSET) & (labels <= DISC_LABEL_OFFSET + MAX_DISC_LEVEL)
 
 
 # --- statuses ------------------------------------------------------------------------------------
@@ -41,18 +50,47 @@ class DiscStatus:
     TOO_SMALL = "too_small"  # a disc label below DiscConfig.min_fragment_mm3 altogether: reported, not measured
 
 
+# Discs whose crop holds one whole disc and whose geometry can be trusted: what the autoencoder trains
+# on, what is classified and interpreted. "fragments_dropped" discs were measured on their main piece;
+# "possibly merged" crops may hold two discs, "too large" ones have none.
+USABLE_DISC_STATUSES = (DiscStatus.OK, DiscStatus.FRAGMENTS_DROPPED)
+
+
 # --- columns --------------------------------------------------------------------------------------
-ID_COLUMNS = ["scan_id", "patient_id", "site", "level"]
-GEOMETRY_UNITS = {
-    "height_mm": "mm",
-    "ap_width_mm": "mm",
-    "lateral_width_mm": "mm",
-    "sagittal_angle_deg": "deg",
-    "transverse_angle_deg": "deg",
-    "coronal_angle_deg": "deg",
-    "volume_mm3": "mm3",
-}
-GEOMETRY_COLUMNS = list(GEOMETRY_UNITS)
+
+
+@dataclass(frozen=True)
+class GeometryColumn:
+    name: str
+    unit: str
+    # In the paper's geometric feature set (Table 1). Volume is in the table but not a feature: it is
+    # nearly height x widths and was not among the paper's measurements.
+    paper_feature: bool = True
+
+
+# The disc geometry ``measure.geometry.measure_disc`` returns, in table order. Every consumer (the
+# tables' schemas, the report's grid of plots, the classifier's feature set, synth's truth table)
+# reads this tuple when it runs, so a new measurement is one entry here plus its code and test.
+GEOMETRY = (
+    GeometryColumn("height_mm", "mm"),
+    GeometryColumn("ap_width_mm", "mm"),
+    GeometryColumn("lateral_width_mm", "mm"),
+    GeometryColumn("sagittal_angle_deg", "deg"),
+    GeometryColumn("transverse_angle_deg", "deg"),
+    GeometryColumn("coronal_angle_deg", "deg"),
+    GeometryColumn("volume_mm3", "mm3", paper_feature=False),
+)
+
+
+def geometry_columns() -> list[str]:
+    return [c.name for c in GEOMETRY]
+
+
+def geometric_features() -> list[str]:
+    """The geometric feature set of the paper's Table 1 (height, two widths, three angles)."""
+    return [c.name for c in GEOMETRY if c.paper_feature]
+
+
 LABEL_COLUMN = "disc_narrowing"
 
 
@@ -67,7 +105,7 @@ def latent_columns_of(columns) -> list[str]:
 
 
 def _geometry_fields() -> list[pa.Field]:
-    return [pa.field(name, pa.float64(), metadata={"unit": unit}) for name, unit in GEOMETRY_UNITS.items()]
+    return [pa.field(c.name, pa.float64(), metadata={"unit": c.unit}) for c in GEOMETRY]
 
 
 def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) -> pa.Schema:

@@ -11,8 +11,8 @@ from rayspine.config import Config
 from rayspine.io.scans import read_scan
 from rayspine.preprocess import to_scan_grid
 from rayspine.schema import DISC_LABEL_OFFSET
-from rayspine.segment import make_card
-from rayspine.stages import SegmentScans
+from rayspine.segment.infer import make_card
+from rayspine.pipeline.stages import SegmentScans
 
 
 class OracleSegmentScans(SegmentScans):

@@ -2,7 +2,7 @@
 
 A phantom disc is an elliptic cylinder (flat end plates, elliptic outline): ``height`` along its own
 normal, ``lateral`` and ``ap`` the full axis lengths of its outline, in mm. It is turned by
-R = Rx(sagittal) . Rz(transverse) . Ry(coronal) (DESIGN.md's order, right-hand rule in LPS) and
+R = Rx(sagittal) . Rz(transverse) . Ry(coronal) (``measure.geometry.disc_rotation``, right-hand rule in LPS) and
 rasterised on an LPS grid ``[x, y, z]`` by testing each voxel centre in physical space, so the
 expected geometry is exact and independent of the code under test.
 """
@@ -11,29 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rayspine.measure.geometry import disc_rotation  # noqa: F401 - the convention, for the tests
 from rayspine.schema import DISC_LABEL_OFFSET
-
-
-def rot_x(deg: float) -> np.ndarray:
-    t = np.deg2rad(deg)
-    c, s = np.cos(t), np.sin(t)
-    return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
-
-
-def rot_y(deg: float) -> np.ndarray:
-    t = np.deg2rad(deg)
-    c, s = np.cos(t), np.sin(t)
-    return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
-
-
-def rot_z(deg: float) -> np.ndarray:
-    t = np.deg2rad(deg)
-    c, s = np.cos(t), np.sin(t)
-    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-
-
-def disc_rotation(sagittal: float = 0.0, transverse: float = 0.0, coronal: float = 0.0) -> np.ndarray:
-    return rot_x(sagittal) @ rot_z(transverse) @ rot_y(coronal)
 
 
 def inside_disc(points: np.ndarray, centre, rotation, height, lateral, ap) -> np.ndarray:

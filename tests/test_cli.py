@@ -26,7 +26,7 @@ def test_help_is_fast_and_lists_every_command():
 
 
 def test_bottleneck_sizes_written_as_in_the_paper(tmp_path):
-    with mock.patch("rayspine.sweep.run_sweep", return_value=pd.DataFrame({"bottleneck": [4]})) as sweep, mock.patch("rayspine.runtime.init_ray"):
+    with mock.patch("rayspine.autoencode.sweep.run_sweep", return_value=pd.DataFrame({"bottleneck": [4]})) as sweep, mock.patch("rayspine.runtime.init_ray"):
         result = CliRunner().invoke(app, ["train-ae", str(tmp_path), "-o", str(tmp_path / "ae"), "--bottleneck", "64", "8", "4", "3"])
     assert result.exit_code == 0, result.output
     crops, _, cfg = sweep.call_args[0]

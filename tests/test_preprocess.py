@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from rayspine.config import Config
 from rayspine.preprocess import normalise_intensity, to_canonical, to_canonical_orientation, to_scan_grid
-from rayspine.seg_data import disc_foreground, prepare_pair
+from rayspine.segment.data import disc_foreground, prepare_pair
 from rayspine.volume import Volume
 
 

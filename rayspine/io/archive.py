@@ -1,4 +1,4 @@
-"""Archive indexes: the SPIDER layout and plain folders of scans; SPIDER's metadata CSVs.
+"""Archive indexes: the SPIDER layout and plain folders of scans; SPIDER's overview CSV.
 
 An index is a DataFrame with one row per scan: ``scan_id, patient_id, site, image_path, mask_path,
 status, message``. Scans whose id cannot be a storage key (duplicates, path tricks) are kept in the
@@ -12,23 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..schema import LABEL_COLUMN, ScanStatus
+from ..schema import ScanStatus
 from .scans import is_scan_path, scan_stem
 
 INDEX_COLUMNS = ["scan_id", "patient_id", "site", "image_path", "mask_path", "status", "message"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-GRADINGS_COLUMNS = {
-    "Patient": "patient_id",
-    "IVD label": "level",
-    "Modic": "modic",
-    "UP endplate": "up_endplate",
-    "LOW endplate": "low_endplate",
-    "Spondylolisthesis": "spondylolisthesis",
-    "Disc herniation": "disc_herniation",
-    "Disc narrowing": LABEL_COLUMN,
-    "Disc bulging": "disc_bulging",
-    "Pfirrman grade": "pfirrmann_grade",  # SPIDER spells it "Pfirrman"
-}
 
 
 def is_spider_archive(root: str | Path) -> bool:
@@ -131,24 +119,3 @@ def read_overview(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a SPIDER overview.csv (no 'new_file_name' column)")
     overview["sex"] = overview["sex"].astype(str).str.strip() if "sex" in overview else None
     return overview
-
-
-def read_gradings(path: str | Path) -> pd.DataFrame:
-    """SPIDER's radiological_gradings.csv with snake-case columns; ``patient_id`` as a string.
-
-    Rows with ``IVD label`` 0 (two patients in SPIDER) are kept here; they match no disc level.
-    """
-    gradings = pd.read_csv(path)
-    missing = set(GRADINGS_COLUMNS) - set(gradings.columns)
-    if missing:
-        raise ValueError(f"{path}: not a SPIDER gradings file, missing columns {sorted(missing)}")
-    gradings = gradings.rename(columns=GRADINGS_COLUMNS)
-    gradings["patient_id"] = gradings["patient_id"].astype(str)
-    gradings["level"] = gradings["level"].astype(int)
-    return gradings
-
-
-def narrowing_labels(gradings: pd.DataFrame) -> pd.DataFrame:
-    """``patient_id, level, disc_narrowing`` for every graded disc with a real level (>= 1)."""
-    labels = gradings.loc[gradings["level"] >= 1, ["patient_id", "level", LABEL_COLUMN]]
-    return labels.drop_duplicates(["patient_id", "level"]).reset_index(drop=True)

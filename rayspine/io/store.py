@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,23 @@ import zarr
 from ..volume import Volume
 
 OME_VERSION = "0.5"
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block succeeds.
+
+    The one way this project makes a file appear: readers see the old file or the whole new one, never
+    a half-written one, and a failed write leaves only a hidden ``.name.tmp-*`` behind (removed here).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _atomic_dir(final: Path) -> Path:
@@ -110,12 +129,9 @@ def read_crops_zarr(root: str | Path, scan_id: str) -> tuple[np.ndarray, list[in
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def part_path(out: str | Path, table: str, scan_id: str) -> Path:
@@ -155,12 +171,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def write_json_atomic(data: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(json.dumps(data, indent=2, sort_keys=True, default=str), path)
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -168,10 +179,7 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def write_text_atomic(text: str, path: str | Path) -> Path:
-    """A small text file (CSV, Markdown) that appears whole or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """A text file (CSV, Markdown, HTML, JSON) that appears whole or not at all."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -7,6 +7,6 @@ analytic solids), ``raster`` (solids to voxels), ``imaging`` (sites, contrast, n
 (patients and files).
 """
 
-from .archive import TRUTH_COLUMNS, synthesize_archive, synthesize_patient
+from .archive import synthesize_archive, synthesize_patient, truth_columns
 
-__all__ = ["TRUTH_COLUMNS", "synthesize_archive", "synthesize_patient"]
+__all__ = ["synthesize_archive", "synthesize_patient", "truth_columns"]

@@ -2,8 +2,9 @@
 
 Every solid is a wedged superelliptic cylinder: a cross-section ``|u/a|^p + |v/b|^p <= 1`` in its own
 lateral (u) and anteroposterior (v) axes, half-height ``hh * (1 - wedge * v / b)`` along its normal, so it is
-taller anteriorly when ``wedge > 0``. Its orientation follows DESIGN.md: ``R = Rx(sagittal) Rz(transverse)
-Ry(coronal)`` applied to a neutral solid (normal z, lateral x), and ``R``'s columns are the solid's lateral,
+taller anteriorly when ``wedge > 0``. Its orientation follows the project's convention (ARCHITECTURE.md,
+``measure.geometry.disc_rotation``): ``R = Rx(sagittal) Rz(transverse) Ry(coronal)`` applied to a
+neutral solid (normal z, lateral x), and ``R``'s columns are the solid's lateral,
 AP and normal axes. The shape is symmetric in u and in the normal, so its principal axes are exactly those
 columns, and a disc's true height, widths and angles are the parameters it was built from.
 
@@ -20,6 +21,7 @@ from math import gamma
 import numpy as np
 from scipy.stats import norm
 
+from ..measure.geometry import disc_rotation
 from ..schema import CANAL_LABEL, disc_label
 from .spider_stats import NARROWING_RATE
 
@@ -59,15 +61,6 @@ class Solid:
         p = self.exponent
         area = 4 * self.a * self.b * gamma(1 + 1 / p) ** 2 / gamma(1 + 2 / p)
         return area * 2 * self.half_height
-
-
-def rotation(sagittal_deg: float, transverse_deg: float, coronal_deg: float) -> np.ndarray:
-    """R = Rx(sagittal) Rz(transverse) Ry(coronal), right-handed in LPS (DESIGN.md)."""
-    s, t, c = np.deg2rad([sagittal_deg, transverse_deg, coronal_deg])
-    rx = np.array([[1, 0, 0], [0, np.cos(s), -np.sin(s)], [0, np.sin(s), np.cos(s)]])
-    rz = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
-    ry = np.array([[np.cos(c), 0, np.sin(c)], [0, 1, 0], [-np.sin(c), 0, np.cos(c)]])
-    return rx @ rz @ ry
 
 
 @dataclass(frozen=True)
@@ -121,20 +114,20 @@ def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spi
 
     solids: list[Solid] = []
     discs: list[Solid] = []
-    sacrum_r = rotation(disc_bottom[0], 0.0, coronal[0])
+    sacrum_r = disc_rotation(disc_bottom[0], 0.0, coronal[0])
     sacrum_c = base - sacrum_r[:, 2] * 22.0
     solids += [Solid(0, BONE_MARROW, sacrum_c, sacrum_r, lateral[0] / 2 * 1.05, ap[0] / 2, 22.0, 2.3)]
     solids += _canal_and_arch(0, sacrum_c, sacrum_r, ap[0] / 2, 22.0)
     point = np.asarray(base, dtype=float)
     for i in range(k):
-        r = rotation(sagittal[i], transverse[i], coronal[i])
+        r = disc_rotation(sagittal[i], transverse[i], coronal[i])
         hh = heights[i] / 2
         centre = point + r[:, 2] * hh
         disc = Solid(disc_label(i + 1), DISC, centre, r, lateral[i] / 2, ap[i] / 2, hh, exponents[i], wedges[i])
         discs.append(disc)
         solids += _canal_and_arch(0, centre, r, ap[i] / 2, hh, arch=False)
         top = centre + r[:, 2] * hh
-        rv = rotation(vert_sag[i], vert_tra[i], vert_cor[i])
+        rv = disc_rotation(vert_sag[i], vert_tra[i], vert_cor[i])
         half = vert_height[i] / 2
         v_centre = top + rv[:, 2] * half
         # Vertebrae reach 1.5 mm into the neighbouring discs so no gap opens at wedge edges; discs win.

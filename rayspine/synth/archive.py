@@ -7,16 +7,18 @@ timestamps, so the same seed gives byte-identical files.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import SimpleITK as sitk
 
 from ..io.scans import write_scan
+from ..io.store import write_parquet_atomic, write_text_atomic
+from ..schema import LABEL_COLUMN, geometry_columns
 from ..volume import Volume, from_sitk, to_sitk
 from .anatomy import build_spine
 from .imaging import SIZES, Site, draw_sites, render_image
@@ -30,10 +32,11 @@ from .spider_stats import (
     PFIRRMANN_PROBS_GIVEN_NARROWING,
 )
 
-TRUTH_COLUMNS = [
-    "scan_id", "patient_id", "site", "level", "height_mm", "ap_width_mm", "lateral_width_mm",
-    "sagittal_angle_deg", "transverse_angle_deg", "coronal_angle_deg", "volume_mm3", "disc_narrowing",
-]  # fmt: skip
+def truth_columns() -> list[str]:
+    """Columns of ``truth.parquet``: the discs table's ids, its geometry (from the schema) and the label."""
+    return ["scan_id", "patient_id", "site", "level", *geometry_columns(), LABEL_COLUMN]
+
+
 OUTPUTS = ("images", "masks", "overview.csv", "radiological_gradings.csv", "truth.parquet")
 
 
@@ -135,14 +138,14 @@ def synthesize_archive(
         truth += p.truth
         overview.append(p.overview)
         gradings += p.gradings
-    truth_df = pd.DataFrame(truth, columns=TRUTH_COLUMNS)
+    truth_df = pd.DataFrame(truth, columns=truth_columns())
     truth_df["level"] = truth_df["level"].astype("int32")
     truth_df["disc_narrowing"] = truth_df["disc_narrowing"].astype("int8")
     overview_df = pd.DataFrame(overview, columns=[*OVERVIEW_COLUMNS, "site"])
     gradings_df = pd.DataFrame(gradings, columns=GRADINGS_HEADER)
-    _atomic(out / "overview.csv", lambda tmp: overview_df.to_csv(tmp, index=False))
-    _atomic(out / "radiological_gradings.csv", lambda tmp: gradings_df.to_csv(tmp, index=False))
-    _atomic(out / "truth.parquet", lambda tmp: truth_df.to_parquet(tmp, index=False))
+    write_text_atomic(overview_df.to_csv(index=False), out / "overview.csv")
+    write_text_atomic(gradings_df.to_csv(index=False), out / "radiological_gradings.csv")
+    write_parquet_atomic(pa.Table.from_pandas(truth_df, preserve_index=False), out / "truth.parquet")
     return truth_df
 
 
@@ -160,8 +163,3 @@ def _prepare(out: Path, overwrite: bool) -> None:
                 target.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)

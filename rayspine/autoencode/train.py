@@ -1,0 +1,345 @@
+"""Training and scoring of the disc autoencoder (the networks are in ``networks/``; loading, encoding
+and decoding a trained one in ``infer.py``, which imports nothing from here).
+
+Convergence is judged the way the model is used: IoU between each training crop and its thresholded
+reconstruction, over the whole training set, with the network in **eval mode** (batch norm on its
+running statistics). In training mode batch norm normalises each batch with that batch's own statistics,
+so a disc's reconstruction depends on the other discs in its batch; a rule read off training-mode
+batches can report 0.995 while the same weights score a disc alone at 0.8. Here a disc scored alone
+and in a batch gives the same code and the same IoU.
+
+Crops stay ``uint8`` until a batch is formed (a 64^3 crop is 256 KiB as uint8, 1 MiB as float32).
+Training is a plain function with no Ray inside; ``sweep.py`` runs one call per Ray Tune trial.
+``save_autoencoder`` writes what it made as a model folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import AEConfig
+from ..io.cards import AUTOENCODER, ModelCard, data_hash, network, save_model
+from ..io.store import atomic_path
+from ..stats import iou_per_item, mean_t_ci
+from .infer import check_crops, to_batch, torch_device
+from .networks import ShapeAutoencoder
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# --- augmentation ---------------------------------------------------------------------------------
+def flip_left_right(crop: np.ndarray) -> np.ndarray:
+    """Mirror a crop along axis 0 (right<->left), shifted back so its centre of mass stays where it was.
+
+    A plain ``[::-1]`` moves the centre from voxel c to 63 - c (off by one for a crop centred at 32),
+    and a one-voxel shift of a thin disc costs more IoU than most shape differences.
+    """
+    flipped = crop[::-1]
+    profile = crop.reshape(crop.shape[0], -1).sum(axis=1).astype(float)
+    if profile.sum() == 0:
+        return np.ascontiguousarray(flipped)
+    axis = np.arange(crop.shape[0])
+    centre = (profile * axis).sum() / profile.sum()
+    shift = int(round(centre - (crop.shape[0] - 1 - centre)))
+    return np.ascontiguousarray(np.roll(flipped, shift, axis=0))
+
+
+# --- scoring ------------------------------------------------------------------------------------
+def evaluate_iou(net: ShapeAutoencoder, crops: np.ndarray, batch_size: int = 16, device=None, channels_last: bool = True) -> np.ndarray:
+    """Per-disc IoU of input and thresholded reconstruction, in eval mode (batch norm on running stats)."""
+    device = torch_device(device) if device is not None else next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    out = np.empty(len(crops), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            batch = crops[start : start + batch_size]
+            logits = net(to_batch(batch, device, channels_last))[:, 0].float().cpu().numpy()
+            # logit > 0 is sigmoid > 0.5: no sigmoid needed to threshold. Counted in numpy: torch's
+            # boolean reductions on CPU are an order of magnitude slower.
+            out[start : start + len(batch)] = iou_per_item(batch, logits > 0)
+    net.train(was_training)
+    return out
+
+
+def recalibrate_batch_norm(net: ShapeAutoencoder, crops: np.ndarray, batch_size: int = 16, device=None, channels_last: bool = True) -> None:
+    """Set every batch norm's running statistics to their average over the whole training set.
+
+    The running statistics that eval mode uses are otherwise an exponential average over the last ten
+    or so batches of four, taken while the weights were still moving; their noise shows up directly as
+    eval-mode IoU that lags and jitters behind the training-mode figure. One no-grad pass over the crops
+    with a cumulative average (momentum None) gives the statistics of the current weights ("precise BN").
+    """
+    device = next(net.parameters()).device if device is None else torch_device(device)
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = net.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    with torch.no_grad():
+        for start in range(0, len(crops), batch_size):
+            net(to_batch(crops[start : start + batch_size], device, channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+
+
+# --- training ------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    net: ShapeAutoencoder  # final weights, eval mode, on the CPU
+    bottleneck: int
+    converged: bool
+    epochs: int  # epochs trained in all (including those of an interrupted run that was resumed)
+    train_iou: np.ndarray  # per training disc, eval mode, final weights
+    heldout_iou: np.ndarray | None  # per held-out disc, or None
+    history: list[dict] = field(default_factory=list)  # one dict per epoch: loss, IoUs, seconds
+    seconds: float = 0.0  # training time in all runs
+    started: str = ""  # ISO time this run began (UTC)
+    ended: str = ""
+    resumed_epoch: int = 0  # epoch the checkpoint restored (0: fresh start)
+    data_hash: str = ""
+    device: str = "cpu"
+
+    def metrics(self) -> dict:
+        mean, low, high = mean_t_ci(self.train_iou)
+        h = mean_t_ci(self.heldout_iou) if self.heldout_iou is not None else (float("nan"),) * 3
+        return {
+            "converged": bool(self.converged),
+            "epochs": int(self.epochs),
+            "train_iou": mean,
+            "train_iou_ci_low": low,
+            "train_iou_ci_high": high,
+            "train_iou_min": float(np.min(self.train_iou)) if len(self.train_iou) else float("nan"),
+            "heldout_iou": h[0],
+            "heldout_iou_ci_low": h[1],
+            "heldout_iou_ci_high": h[2],
+            "n_train": int(len(self.train_iou)),
+            "n_heldout": int(len(self.heldout_iou)) if self.heldout_iou is not None else 0,
+            "seconds": float(self.seconds),
+            "seconds_per_epoch": float(self.seconds / max(1, self.epochs)),
+            "started": self.started,
+            "ended": self.ended,
+            "device": self.device,
+        }
+
+
+def utc_now() -> str:
+    """ISO time now (UTC, milliseconds), for the start and end of runs."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    flips = rng.random(len(batch)) < 0.5
+    return np.stack([flip_left_right(c) if f else c for c, f in zip(batch, flips)])
+
+
+def train_autoencoder(
+    crops: np.ndarray,
+    bottleneck: int,
+    cfg: AEConfig,
+    out_dir: Path | None = None,
+    heldout: np.ndarray | None = None,
+    progress: Callable[[dict], None] | None = None,
+    device=None,
+) -> TrainResult:
+    """Train one autoencoder of the given bottleneck on binary crops until eval-mode IoU > target.
+
+    Each epoch: one pass of Adam on BCE-with-logits over shuffled batches of ``cfg.batch_size``, then
+    the IoU of every training crop (and held-out crop) in eval mode. It stops when the mean training IoU
+    exceeds ``cfg.target_iou`` (converged), or after ``cfg.max_epochs`` or ``cfg.max_minutes`` of training
+    (not converged). With ``out_dir``
+    a checkpoint is kept there and a later call with the same data and settings resumes from it.
+    ``progress`` is called with each epoch's metrics (the Tune trial reports them).
+    The shuffle of epoch e depends only on ``(seed, e)``, so a resumed run retraces a fresh one.
+    """
+    crops = np.asarray(crops)
+    crops = check_crops(crops, crops.shape[1] if crops.ndim == 4 else 64)
+    size = crops.shape[1]
+    heldout = check_crops(heldout, size) if heldout is not None and len(heldout) else None
+    if len(crops) == 0:
+        raise ValueError("no training crops")
+    device = torch_device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True  # cheap for these small convs
+    channels_last = bool(cfg.channels_last)
+    digest = data_hash(crops, heldout)
+    settings = {"bottleneck": int(bottleneck), "data_hash": digest, "cfg": _training_settings(cfg)}
+
+    torch.manual_seed(cfg.seed)
+    net = network(AUTOENCODER, cfg.model)(bottleneck, channels=cfg.channels, crop_size=size).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    # Optional: halve the learning rate when the eval-mode training IoU stops improving. At a constant
+    # rate Adam keeps jittering the weights by more than the last fraction of a percent of IoU needs.
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="max", factor=0.5, patience=cfg.lr_patience, min_lr=cfg.learning_rate / 64)
+        if cfg.lr_patience > 0
+        else None
+    )
+    loss_of = torch.compile(net.loss) if cfg.compile else net.loss
+    amp = device.type == "cuda" and cfg.amp
+
+    history: list[dict] = []
+    epoch, seconds_before, converged = 0, 0.0, False
+    train_iou, heldout_iou = np.zeros(0), None
+    ckpt_path = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = _load_checkpoint(ckpt_path, settings)
+        if state is not None:
+            net.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimiser"])
+            if scheduler is not None and state.get("scheduler"):
+                scheduler.load_state_dict(state["scheduler"])
+            history = state["history"]
+            epoch = len(history)
+            seconds_before = float(history[-1]["seconds"]) if history else 0.0
+            converged = bool(state["converged"])
+            train_iou = state["train_iou"].numpy()
+            heldout_iou = state["heldout_iou"].numpy() if state["heldout_iou"] is not None else None
+            log.info("bottleneck %d: resumed at epoch %d from %s", bottleneck, epoch, ckpt_path)
+    resumed_epoch = epoch
+    started, clock = utc_now(), time.perf_counter()
+    last_save = clock
+
+    budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else float("inf")
+    while not converged and epoch < cfg.max_epochs and seconds_before + time.perf_counter() - clock < budget:
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(crops))
+        net.train()
+        losses = []
+        for start in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[start : start + cfg.batch_size])
+            batch = crops[idx]
+            if cfg.augment:
+                batch = _augment(batch, rng)
+            x = to_batch(batch, device, channels_last)
+            optimiser.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = loss_of(x)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        epoch += 1
+        if cfg.precise_bn:
+            recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
+        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+        converged = bool(train_iou.mean() > cfg.target_iou)
+        if scheduler is not None:
+            scheduler.step(float(train_iou.mean()))
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "train_iou": float(train_iou.mean()),
+            "train_iou_min": float(train_iou.min()),
+            "heldout_iou": float(heldout_iou.mean()) if heldout_iou is not None else float("nan"),
+            "seconds": seconds_before + time.perf_counter() - clock,
+            "learning_rate": float(optimiser.param_groups[0]["lr"]),
+            "converged": converged,
+        }
+        history.append(record)
+        if progress is not None:
+            progress(dict(record, bottleneck=int(bottleneck)))
+        now = time.perf_counter()
+        out_of_time = record["seconds"] >= budget
+        done = converged or epoch >= cfg.max_epochs or out_of_time
+        if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
+            _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings)
+            last_save = now
+    if not converged and seconds_before + time.perf_counter() - clock >= budget:
+        log.info("bottleneck %d: time budget of %.1f min spent at epoch %d", bottleneck, cfg.max_minutes, epoch)
+
+    if len(train_iou) == 0:  # max_epochs == 0: score the untrained network
+        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+    net.eval()
+    return TrainResult(
+        net=net.cpu().to(memory_format=torch.contiguous_format),
+        bottleneck=int(bottleneck),
+        converged=converged,
+        epochs=epoch,
+        train_iou=train_iou,
+        heldout_iou=heldout_iou,
+        history=history,
+        seconds=seconds_before + time.perf_counter() - clock,
+        started=started,
+        ended=utc_now(),
+        resumed_epoch=resumed_epoch,
+        data_hash=digest,
+        device=str(device),
+    )
+
+
+def _training_settings(cfg: AEConfig) -> dict:
+    """The settings that change the weights; a checkpoint made with others is not resumed."""
+    keep = ("model", "channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn", "lr_patience")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
+
+
+def _save_checkpoint(path: Path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings) -> None:
+    state = {
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "optimiser": optimiser.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "history": history,
+        "converged": converged,
+        "train_iou": torch.from_numpy(np.asarray(train_iou, dtype=np.float64)),
+        "heldout_iou": torch.from_numpy(np.asarray(heldout_iou, dtype=np.float64)) if heldout_iou is not None else None,
+        "settings_json": json.dumps(settings, sort_keys=True),
+    }
+    with atomic_path(path) as tmp:  # a checkpoint is whole or absent, never half-written
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, settings: dict) -> dict | None:
+    try:
+        # weights_only: plain tensors, numbers, strings, lists and dicts; never arbitrary objects.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unreadable checkpoint means starting afresh, said loudly
+        log.warning("%s: unreadable checkpoint, starting afresh (%s)", path, err)
+        return None
+    if state.get("settings_json") != json.dumps(settings, sort_keys=True):
+        log.warning("%s: checkpoint made with other data or settings, starting afresh", path)
+        return None
+    return state
+
+
+def save_autoencoder(result: TrainResult, folder: Path, spacing_mm, config_digest: str = "", extra: dict | None = None) -> Path:
+    """Weights and model card of a trained autoencoder in ``folder`` (model.safetensors + model.json)."""
+    net = result.net
+    card = ModelCard(
+        kind=AUTOENCODER,
+        architecture=type(net).network_name,
+        kwargs=net.kwargs(),
+        spacing_mm=tuple(float(s) for s in spacing_mm),
+        metrics=result.metrics(),
+        data_hash=result.data_hash,
+        config_digest=config_digest,
+        fields={
+            "bottleneck": net.bottleneck,
+            "crop_size": net.crop_size,
+            "input": "binary disc crop, uint8 0/1, centred at the disc's centre of mass",
+            "output": "logits; sigmoid once at inference, mask = probability > 0.5",
+            "torch": torch.__version__,
+            **(extra or {}),
+        },
+    )
+    return save_model(folder, net.state_dict(), card)
+

@@ -1,0 +1,69 @@
+"""``rayspine interpret``: what the latent features encode, for a trained autoencoder and a discs table.
+
+Writes ``traversal.parquet`` and ``traversal.png`` (each latent swept, decoded and measured) and
+``correlation.csv`` and ``correlation.png`` (latent x geometry and latent x latent).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..autoencode.infer import encode_table_crops, load_autoencoder
+from ..config import Config
+from ..io.store import write_parquet_atomic, write_text_atomic
+from ..report import figures
+from ..schema import USABLE_DISC_STATUSES, geometry_columns, latent_columns_of
+from .correlation import correlation_table
+from .traversal import measure_decoded, traversal_grid, traversal_table
+
+log = logging.getLogger(__name__)
+
+
+def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path]:
+    """Traversal and correlations for the autoencoder ``ae`` over the discs of ``features``.
+
+    The latent codes come from ``features``' own ``z`` columns; when it has none (or a different number
+    than the model's bottleneck) the discs are encoded from ``crops.zarr`` beside ``features``.
+    Writes ``traversal.parquet``, ``traversal.png``, ``correlation.csv`` and ``correlation.png``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_autoencoder(Path(ae))
+    discs = pd.read_parquet(features)
+    if "status" in discs:
+        discs = discs[discs["status"].isin(USABLE_DISC_STATUSES)]
+    discs = discs.reset_index(drop=True)
+    latent = latent_columns_of(discs.columns)
+    if len(latent) != model.bottleneck or discs[latent].isna().any(axis=None):
+        log.info("encoding the discs' crops: %s has %d latent columns, the model %d", features, len(latent), model.bottleneck)
+        discs = discs.drop(columns=latent)
+        if "crop_index" in discs:
+            discs = discs[discs["crop_index"].fillna(-1) >= 0].reset_index(drop=True)
+        codes = encode_table_crops(model, discs, Path(features).parent / "crops.zarr")
+        latent = [f"z{i}" for i in range(model.bottleneck)]
+        discs = pd.concat([discs, pd.DataFrame(codes, columns=latent)], axis=1)
+    if discs.empty:
+        raise ValueError(f"{features}: no usable discs to interpret")
+    spacing = model.spacing if np.all(np.isfinite(model.spacing)) else cfg.grid.spacing_mm
+
+    values, codes = traversal_grid(discs[latent].to_numpy(), cfg.interpret.points)
+    k, points = values.shape
+    geometry, slices = [], []
+    for i in range(k):  # one latent at a time: k x points decoded 64^3 volumes would not fit comfortably
+        decoded = model.decode(codes[i])
+        geometry.append(measure_decoded(decoded, spacing))
+        slices.append([np.stack(figures.central_slices(d)) for d in decoded])
+    traversal = traversal_table(values, pd.concat(geometry, ignore_index=True))
+    paths = [write_parquet_atomic(pa.Table.from_pandas(traversal, preserve_index=False), out / "traversal.parquet")]
+    paths.append(figures.save(figures.traversal_montage(np.asarray(slices), values), out / "traversal.png"))
+
+    geometric = [c for c in geometry_columns() if c in discs]
+    correlations = correlation_table(discs, latent, geometric)
+    paths.append(write_text_atomic(correlations.to_csv(index=False), out / "correlation.csv"))
+    paths.append(figures.save(figures.correlation_heatmap(correlations), out / "correlation.png"))
+    return paths

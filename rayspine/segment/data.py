@@ -1,0 +1,163 @@
+"""Segmentation data: scans turned into training items, patient splits, and MONAI patch transforms.
+
+Training and inference share ``prepare_image`` (canonical LPS, target spacing, robust normalisation),
+so a network never sees a scan prepared differently from the ones it learned on. No Ray and no paths
+here: callers read the files and decide where the work runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import GridConfig, SegConfig
+from ..preprocess import normalise_intensity, to_canonical, to_scan_grid
+from ..schema import is_disc_label
+from ..volume import Volume
+
+
+def disc_foreground(labels: np.ndarray) -> np.ndarray:
+    """0/1 uint8: the voxels carrying any disc label (SPIDER 201..225)."""
+    return is_disc_label(labels).astype(np.uint8)
+
+
+def prepare_image(volume: Volume, spacing_mm, clip_percentiles, orientation: str = "LPS") -> Volume:
+    """The network's input grid: canonical orientation, target spacing (linear), normalised float32."""
+    canonical = to_canonical(volume, spacing_mm, "linear", orientation)
+    return canonical.with_voxels(normalise_intensity(canonical.voxels, clip_percentiles))
+
+
+def prepare_pair(image: Volume, mask: Volume, grid: GridConfig, seg: SegConfig) -> dict[str, np.ndarray]:
+    """One training item: ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z) uint8 0/1}``.
+
+    The disc foreground is resampled (nearest) onto the prepared image's own grid, so image and label
+    are voxel-aligned whatever the scan's orientation.
+    """
+    if not image.same_grid(mask):
+        raise ValueError("image and mask grids disagree")
+    prepared = prepare_image(image, grid.spacing_mm, seg.clip_percentiles, grid.orientation)
+    foreground = mask.with_voxels(disc_foreground(mask.voxels))
+    label = to_scan_grid(foreground, prepared).voxels
+    return {"image": prepared.voxels[None].astype(np.float32), "label": label[None].astype(np.uint8)}
+
+
+def split_patients(
+    index: pd.DataFrame,
+    test_fraction: float,
+    val_fraction: float,
+    test_site: str | None = None,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Scan ids for ``train`` / ``val`` / ``test``, never splitting one patient's scans.
+
+    With ``test_site`` every patient scanned there is the test set (as the paper held one institution
+    out); otherwise ``test_fraction`` of the patients, drawn with ``seed``. ``val_fraction`` of the
+    remaining patients (at least one, when there are two or more) is kept for early stopping.
+    """
+    rng = np.random.default_rng(seed)
+    patients = np.array(sorted(index["patient_id"].astype(str).unique()))
+    if test_site is not None:
+        sites = set(index["site"].astype(str))
+        if str(test_site) not in sites:
+            raise ValueError(f"test site {test_site!r} not in the archive (sites: {sorted(sites)})")
+        test = set(index.loc[index["site"].astype(str) == str(test_site), "patient_id"].astype(str))
+    else:
+        n_test = int(round(test_fraction * len(patients))) if len(patients) > 2 else 0
+        test = set(rng.permutation(patients)[:n_test])
+    rest = np.array([p for p in patients if p not in test])
+    if len(rest) == 0:
+        raise ValueError("no patients left for training after the test split")
+    n_val = max(1, int(round(val_fraction * len(rest)))) if len(rest) >= 2 else 0
+    val = set(rng.permutation(rest)[:n_val])
+    part = {p: "test" if p in test else "val" if p in val else "train" for p in patients}
+    out: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for scan_id, patient in zip(index["scan_id"], index["patient_id"].astype(str)):
+        out[part[patient]].append(str(scan_id))
+    return out
+
+
+def affine_source_size(patch_size, scale: float, rotate_deg: float) -> tuple[int, ...]:
+    """The crop that holds every voxel a zoom of up to ``1 + scale`` and a sagittal tilt of up to
+    ``rotate_deg`` can reach when producing a ``patch_size`` patch from its centre.
+
+    Cropping this first and letting the affine cut the patch out of it means augmented patches show
+    real anatomy to their edges instead of padding (zooming out a patch already cut to size pulls
+    padding in: reflected or smeared discs that the network then learns).
+    """
+    theta = np.deg2rad(rotate_deg)
+    x, y, z = (float(p) for p in patch_size)
+    # A tilt about the left-right axis (axis 0) widens the patch's extent in the other two.
+    extent = (x, y * np.cos(theta) + z * np.sin(theta), z * np.cos(theta) + y * np.sin(theta))
+    return tuple(int(np.ceil(e * (1.0 + scale))) for e in extent)
+
+
+def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rotate_deg: float = 0.0):
+    """Patches around the discs (3 of 4 centred on disc voxels) with light augmentation.
+
+    ``scale`` and ``rotate_deg`` add a random zoom (1 +- scale) and a tilt in the sagittal plane to
+    half the patches: patients and fields of view differ in size, and lordosis tilts each disc. With
+    them, a larger region is cropped (``affine_source_size``) and the affine cuts the patch from its
+    centre (the identity for the other half).
+
+    Deterministic steps come first so a ``CacheDataset`` keeps their output (padding and the
+    foreground/background index lists) and only the random crop and augmentation run per epoch.
+    """
+    from monai.transforms import (
+        BorderPadd,
+        Compose,
+        DeleteItemsd,
+        FgBgToIndicesd,
+        RandAffined,
+        RandCropByPosNegLabeld,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+        SpatialPadd,
+    )
+
+    keys = ["image", "label"]
+    patch_size = tuple(int(p) for p in patch_size)
+    crop_size, margin, spatial = patch_size, [0, 0, 0], []
+    if scale > 0 or rotate_deg > 0:
+        crop_size = affine_source_size(patch_size, scale, rotate_deg)
+        # The margin lets the larger crop centre wherever the patch could (at the first and last
+        # disc too) instead of being held away from the scan's ends.
+        margin = [-(-(c - p) // 2) for c, p in zip(crop_size, patch_size)]
+        spatial = [
+            RandAffined(
+                keys,
+                prob=0.5,
+                spatial_size=patch_size,
+                rotate_range=(np.deg2rad(rotate_deg), 0.0, 0.0),  # about the left-right axis: sagittal tilt
+                scale_range=(scale, scale, scale),
+                mode=("bilinear", "nearest"),
+                # Zeros only where the crop itself ran past the scan: the value SpatialPadd and the
+                # sliding window pad with (the normalised image's mean), for image and label alike.
+                padding_mode="zeros",
+            )
+        ]
+    return Compose(
+        [
+            BorderPadd(keys, spatial_border=margin),
+            SpatialPadd(keys, spatial_size=crop_size),
+            FgBgToIndicesd("label", fg_postfix="_fg", bg_postfix="_bg"),
+            RandCropByPosNegLabeld(
+                keys,
+                label_key="label",
+                spatial_size=crop_size,
+                pos=3,
+                neg=1,
+                num_samples=samples_per_scan,
+                fg_indices_key="label_fg",
+                bg_indices_key="label_bg",
+            ),
+            DeleteItemsd(["label_fg", "label_bg"]),  # ragged index lists would not batch
+            # Left-right mirror images are plausible spines; intensity jitter mimics other scanners.
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+            *spatial,
+            RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            RandGaussianNoised("image", prob=0.2, std=0.05),
+        ]
+    )

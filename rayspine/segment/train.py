@@ -1,0 +1,294 @@
+"""Training the disc segmenter with Ray Train (``TorchTrainer``): one worker per GPU, else one CPU worker.
+
+The loop follows the paper: BCE + Dice with equal weights, Adam (lr 1e-3), batches of four patches,
+early stopping once validation IoU has not improved for ``patience`` epochs, best-IoU weights kept.
+The weights validated and kept are an exponential moving average of the trained ones
+(``SegConfig.ema_decay``): with batches of four they settle where the raw weights keep jumping.
+Every epoch writes a Ray Train checkpoint (current, averaged and best weights, optimizer, counters)
+to the run's storage; started again on the same storage, Ray Train restores the run and the loop
+resumes from the last finished epoch.
+
+Training items are prepared once (``segment.data.prepare_pair``) as Ray tasks and held in the object store,
+so every worker reads the same in-memory arrays and no scan is preprocessed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config, SegConfig
+from ..io import cards
+from ..stats import iou_dice
+from ..volume import Volume
+from .infer import predict_logits
+
+WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
+AVERAGE = "average.safetensors"
+
+
+@dataclass
+class TrainOutcome:
+    best_state: dict  # state dict of the best-validation-IoU epoch (the last one when there is no validation)
+    history: list[dict]  # one row per epoch: epoch, loss, val_iou, seconds
+    best_epoch: int
+    best_val_iou: float | None
+    epochs: int
+    seconds: float
+
+
+# --- weight averaging, usable without Ray ----------------------------------------------------------
+def weight_average(net, decay: float):
+    """An exponential moving average of ``net``'s weights (``torch.optim.swa_utils.AveragedModel``).
+
+    The decay ramps up as ``(1 + n) / (10 + n)`` until it reaches ``decay``, so the first steps, from
+    random weights, do not linger in the average. Buffers are copied, not averaged.
+    """
+    from torch.optim.swa_utils import AveragedModel
+
+    def average(averaged, current, n_averaged):
+        d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
+        return averaged * d + current * (1.0 - d)
+
+    return AveragedModel(net, avg_fn=average)
+
+
+def update_average(average, net) -> None:
+    average.update_parameters(net)
+    for kept, current in zip(average.module.buffers(), net.buffers()):
+        kept.detach().copy_(current)
+
+
+def _unwrap(net):
+    return net.module if hasattr(net, "module") else net
+
+
+def _cpu_state(net) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in _unwrap(net).state_dict().items()}
+
+
+# --- the Ray Train worker loop ---------------------------------------------------------------------
+def train_loop_per_worker(config: dict) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    from monai.data import CacheDataset, DataLoader
+    from monai.losses import DiceCELoss
+    from monai.utils import set_determinism
+    from safetensors.torch import load_file, save_file
+
+    from .data import train_transforms
+    from .networks import init_output_bias
+
+    seg = SegConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["seg"].items()})
+    torch.set_num_threads(int(config["threads"]))
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    set_determinism(seed=seg.seed + rank)
+    device = ray.train.torch.get_device()
+    cuda = device.type == "cuda"
+
+    # The object store holds the prepared arrays once; each rank trains on its share of the scans.
+    # Shares are equal in length (the first scans repeat) so DDP ranks take the same number of steps.
+    every = ray.get(config["train_refs"])
+    train_items = [every[(rank + world * i) % len(every)] for i in range(-(-len(every) // world))]
+    val_items = ray.get(config["val_refs"])[rank::world]
+
+    net = cards.network(cards.SEGMENTER, config["network"]).build(config["kwargs"])
+    init_output_bias(net)  # overwritten below when resuming
+    net = ray.train.torch.prepare_model(net)  # moves to the device; DDP when world > 1
+    optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
+    loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
+
+    # The weights that are validated and kept: the running average, or the raw weights without one.
+    average = weight_average(_unwrap(net), seg.ema_decay) if seg.ema_decay > 0 else None
+    scored = average.module if average is not None else _unwrap(net)
+
+    state = {"epoch": 0, "best_iou": -1.0, "best_epoch": 0, "since_best": 0, "seconds": 0.0, "history": []}
+    best_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:  # resuming an interrupted run
+        with checkpoint.as_directory() as folder:
+            folder = Path(folder)
+            state = json.loads((folder / STATE).read_text())
+            _unwrap(net).load_state_dict(load_file(str(folder / WEIGHTS), device=str(device)))
+            optimizer.load_state_dict(torch.load(folder / OPTIMIZER, map_location=device, weights_only=True))
+            best_state = load_file(str(folder / BEST))
+            if average is not None and (folder / AVERAGE).is_file():
+                average.load_state_dict(load_file(str(folder / AVERAGE), device=str(device)))
+        if rank == 0:
+            print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
+
+    transform = train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg)
+    dataset = CacheDataset(train_items, transform=transform, progress=False)
+    # Each scan yields samples_per_scan patches, so this many scans make a batch of batch_size patches.
+    loader = DataLoader(dataset, batch_size=max(1, seg.batch_size // seg.samples_per_scan), shuffle=True, num_workers=0)
+
+    def finished() -> bool:  # judged afresh on resume, so a run can be continued with a larger limit
+        out_of_time = seg.max_minutes > 0 and state["seconds"] >= 60 * seg.max_minutes
+        return state["epoch"] >= seg.max_epochs or state["since_best"] >= seg.patience or out_of_time
+
+    while not finished():
+        start, cpu_start = time.perf_counter(), time.process_time()
+        net.train()
+        losses = []
+        for batch in loader:
+            image, label = batch["image"].to(device), batch["label"].to(device).float()
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = loss_fn(net(image), label)
+            loss.backward()
+            optimizer.step()
+            if average is not None:
+                update_average(average, _unwrap(net))
+            losses.append(float(loss.detach()))
+        val_start = time.perf_counter()
+        val_iou = _validate(scored, val_items, seg, device, world)
+        val_seconds = time.perf_counter() - val_start
+        state["epoch"] += 1
+        epoch = state["epoch"]
+        if val_iou is None or val_iou > state["best_iou"]:
+            state["best_iou"], state["best_epoch"], state["since_best"] = (val_iou if val_iou is not None else -1.0), epoch, 0
+            best_state = _cpu_state(scored)
+        else:
+            state["since_best"] += 1
+        seconds = time.perf_counter() - start
+        state["seconds"] += seconds
+        # CPU seconds (all threads) beside wall seconds: on a shared machine they tell what a quiet one would take.
+        row = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_iou": val_iou,
+            "seconds": seconds,
+            "val_seconds": val_seconds,
+            "cpu_seconds": time.process_time() - cpu_start,
+        }
+        state["history"].append(row)
+        if rank == 0:
+            shown = "n/a" if val_iou is None else f"{val_iou:.4f}"
+            print(
+                f"epoch {epoch}/{seg.max_epochs} loss {row['loss']:.4f} val_iou {shown} "
+                f"best {state['best_iou']:.4f}@{state['best_epoch']} {seconds:.1f}s (val {val_seconds:.1f}s, cpu {row['cpu_seconds']:.1f}s)",
+                flush=True,
+            )
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                save_file({k: v.contiguous() for k, v in _cpu_state(net).items()}, os.path.join(folder, WEIGHTS))
+                save_file({k: v.contiguous() for k, v in best_state.items()}, os.path.join(folder, BEST))
+                if average is not None:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in average.state_dict().items()}, os.path.join(folder, AVERAGE))
+                torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
+                Path(folder, STATE).write_text(json.dumps(state))
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=saved)
+
+
+def _validate(net, items: list[dict], seg: SegConfig, device, world: int) -> float | None:
+    """Mean IoU over this rank's validation scans, averaged over all ranks (None without validation)."""
+    import torch
+
+    net.eval()
+    ious = [
+        # No window overlap here: early stopping needs a consistent score, not the last 0.1% of Dice.
+        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, 0.0, device) > 0, item["label"][0])[0]
+        for item in items
+    ]
+    total = torch.tensor([sum(ious), len(ious)], dtype=torch.float64, device=device)
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total[0] / total[1]) if total[1] > 0 else None
+
+
+# --- the driver side -------------------------------------------------------------------------------
+def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, network: str, kwargs: dict) -> TrainOutcome:
+    """Run (or resume, when ``storage`` holds a run) the TorchTrainer; return the best weights and history."""
+    import ray
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+
+    from ray.train.torch import TorchTrainer
+
+    from ..runtime import free_cpus_on_one_node
+    from safetensors.torch import load_file
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = free_cpus_on_one_node()
+    # One worker per GPU; otherwise a single CPU worker that may use every free core for torch.
+    scaling = (
+        ScalingConfig(num_workers=gpus, use_gpu=True)
+        if gpus
+        else ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": max(1, cpus)})
+    )
+    threads = 2 if gpus else max(1, cpus)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "seg": asdict(cfg.seg),
+            "network": network,
+            "kwargs": kwargs,
+            "train_refs": train_refs,
+            "val_refs": val_refs,
+            "threads": threads,
+        },
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name="segmenter",
+            storage_path=str(Path(storage).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    start = time.perf_counter()
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"segmenter training under {storage} produced no checkpoint")
+    with result.checkpoint.as_directory() as folder:
+        state = json.loads((Path(folder) / STATE).read_text())
+        best = load_file(str(Path(folder) / BEST))
+    return TrainOutcome(
+        best_state=best,
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        best_val_iou=state["best_iou"] if state["best_iou"] >= 0 else None,
+        epochs=state["epoch"],
+        seconds=float(sum(r["seconds"] for r in state["history"])) or time.perf_counter() - start,
+    )
+
+
+def put_prepared(pairs, cfg: Config) -> list:
+    """Prepare ``(image, mask)`` pairs as parallel Ray tasks; object refs to the training items."""
+    import ray
+
+    from .data import prepare_pair
+
+    task = ray.remote(num_cpus=1)(prepare_pair)
+    return [task.remote(image, mask, cfg.grid, cfg.seg) for image, mask in pairs]
+
+
+def fit_segmenter(
+    train_pairs: list[tuple[Volume, Volume]],
+    val_pairs: list[tuple[Volume, Volume]],
+    cfg: Config,
+    storage: Path,
+    network: str | None = None,
+):
+    """Train from in-memory ``(image, mask)`` Volumes (the real-anatomy test comes here)."""
+    return fit_prepared(put_prepared(train_pairs, cfg), put_prepared(val_pairs, cfg), cfg, storage, network)
+
+
+def fit_prepared(train_refs: list, val_refs: list, cfg: Config, storage: Path, network: str | None = None):
+    """Train from object refs to prepared items; returns ``(best network in eval mode, outcome, (name, kwargs))``."""
+    from .networks import check_patch_size, network_spec
+
+    name, kwargs = network_spec(network or cfg.seg.network, cfg.seg)
+    check_patch_size(name, cfg.seg.patch_size)
+    outcome = run_training(train_refs, val_refs, cfg, storage, name, kwargs)
+    net = cards.network(cards.SEGMENTER, name).build(kwargs)
+    net.load_state_dict(outcome.best_state)
+    return net.eval(), outcome, (name, kwargs)

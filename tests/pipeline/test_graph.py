@@ -1,0 +1,169 @@
+"""`rayspine run` end to end on local Ray: good scans complete, bad ones get a status, re-runs and
+killed runs end with exactly the rows of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rayspine.config import Config
+from rayspine.io.store import read_mask_zarr
+from rayspine.pipeline.graph import run_pipeline
+from rayspine.pipeline.stages import SegmentScans
+from rayspine.synth import synthesize_archive
+
+from tests import oracle
+
+CFG = Config()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("archive")
+    synthesize_archive(root, patients=5, sites=2, seed=3, size="small", overwrite=True)
+    return root
+
+
+def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(out / "scans.parquet"), pd.read_parquet(out / "discs.parquet")
+
+
+def test_end_to_end_with_a_broken_scan_among_good_ones(archive, tmp_path, ray_local):
+    broken = tmp_path / "archive"
+    shutil.copytree(archive, broken)
+    (broken / "images" / "99_t1.mha").write_bytes(b"ObjectType = Image\nNDims = 3\nDimSize = 4 4\n")  # truncated header
+    (broken / "images" / "98_t1.mha").write_bytes(b"")
+    out = tmp_path / "out"
+    summary = run_pipeline(broken, out, seg_dir=broken, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    scans, discs = _tables(out)
+    status = scans.set_index("scan_id")["status"]
+    assert status["98_t1"] == "unreadable" and status["99_t1"] in ("unreadable", "bad_header")
+    assert (status.drop(["98_t1", "99_t1"]) == "ok").all() and len(scans) == 7
+    truth = pd.read_parquet(archive / "truth.parquet")
+    merged = truth.merge(discs, on=["scan_id", "level"], suffixes=("_true", ""))
+    assert len(merged) == len(truth) == len(discs)  # every true disc found once, no extra
+    # Geometry from the oracle masks (the ground truth) is the truth, to within the slice thickness.
+    assert np.abs(merged.height_mm - merged.height_mm_true).median() < 1.0
+    assert np.abs(merged.sagittal_angle_deg - merged.sagittal_angle_deg_true).median() < 3.0
+    assert discs["disc_narrowing"].notna().all()  # joined from the archive's gradings
+    mask = read_mask_zarr(out / "masks.zarr", "1_t1")
+    from rayspine.io.scans import read_scan
+
+    image = read_scan(broken / "images" / "1_t1.mha")
+    assert mask.same_grid(image) and set(np.unique(mask.voxels)) - {0} <= {201, 202, 203, 204, 205, 206}
+    assert "unreadable" in summary
+    page = (out / "report.html").read_text()
+    assert 'src="http' not in page and "<script" not in page  # opens offline, self-contained
+    assert page.count("data:image/png;base64") >= 4  # site distributions and mask overlays
+    assert "98_t1" in page and "site1" in page and "site2" in page
+    assert (scans.node_id.fillna("") != "").sum() == 5  # the segmenting node, for scans that reached it
+
+
+@pytest.fixture(scope="module")
+def tiny_autoencoder(archive, tmp_path_factory):
+    """A bottleneck-3 autoencoder trained for two epochs on the archive's ground-truth crops."""
+    from rayspine.autoencode.train import save_autoencoder
+    from rayspine.autoencode.train import train_autoencoder
+    from rayspine.io.scans import read_scan
+    from rayspine.measure.scan import measure_mask
+
+    crops = np.concatenate([measure_mask(read_scan(p, check_voxels=False), CFG).crops for p in sorted((archive / "masks").glob("*.mha"))])
+    result = train_autoencoder(crops, 3, CFG.ae.__class__(max_epochs=2))
+    return save_autoencoder(result, tmp_path_factory.mktemp("ae") / "bn3", CFG.grid.spacing_mm)
+
+
+def test_scoring_with_an_encoder_on_two_cpus_completes_with_latents(archive, tiny_autoencoder, tmp_path, ray_local):
+    """Segmentation and encoding actors together must leave CPUs for the tasks (this once hung)."""
+    out = tmp_path / "out"
+    run_pipeline(archive, out, seg_dir=archive, ae_dir=tiny_autoencoder, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    discs = pd.read_parquet(out / "discs.parquet")
+    assert len(discs) == len(pd.read_parquet(archive / "truth.parquet"))
+    assert {"z0", "z1", "z2"} <= set(discs.columns) and discs[["z0", "z1", "z2"]].notna().all().all()
+    assert "z3" not in discs.columns
+
+
+def test_rerun_adds_no_rows_and_overwrite_starts_afresh(archive, tmp_path, ray_local):
+    out = tmp_path / "out"
+    run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    first_scans, first_discs = _tables(out)
+    mtime = (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns
+    run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    again_scans, again_discs = _tables(out)
+    assert len(again_scans) == len(first_scans) and len(again_discs) == len(first_discs)
+    assert (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns == mtime  # skipped, not redone
+    run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans, overwrite=True)
+    assert (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns != mtime
+    assert len(_tables(out)[1]) == len(first_discs)
+
+
+def test_refuses_an_unrelated_non_empty_folder(archive, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        run_pipeline(archive, tmp_path, seg_dir=archive, cfg=CFG)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_driver_killed_mid_run_then_resumed_matches_an_uninterrupted_run(archive, tmp_path):
+    """SIGKILL the driver once some scans are complete, run again, compare with a clean run."""
+    reference = tmp_path / "reference"
+    _run_in_subprocess(archive, reference).wait(timeout=600)
+    killed = tmp_path / "killed"
+    proc = _run_in_subprocess(archive, killed, slow=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((killed / "parts" / "scans").glob("*.parquet"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
+    proc.wait()
+    done_before = len(list((killed / "parts" / "scans").glob("*.parquet")))
+    assert 0 < done_before < 5, "the kill should land part-way through"
+    assert _run_in_subprocess(archive, killed).wait(timeout=600) == 0
+    ref_scans, ref_discs = _tables(reference)
+    got_scans, got_discs = _tables(killed)
+    keys = ["scan_id", "level"]
+    columns = ["scan_id", "level", "status", "height_mm", "ap_width_mm", "sagittal_angle_deg", "crop_index", "disc_narrowing"]
+    pd.testing.assert_frame_equal(got_discs[columns].sort_values(keys).reset_index(drop=True), ref_discs[columns].sort_values(keys).reset_index(drop=True))
+    assert list(got_scans.scan_id) == list(ref_scans.scan_id) and (got_scans.status == ref_scans.status).all()
+    for scan_id in ref_scans.scan_id:
+        assert np.array_equal(read_mask_zarr(killed / "masks.zarr", scan_id).voxels, read_mask_zarr(reference / "masks.zarr", scan_id).voxels)
+
+
+def _run_in_subprocess(archive: Path, out: Path, slow: bool = False) -> subprocess.Popen:
+    code = (
+        "import sys; sys.path.insert(0, %r); from tests import oracle; from rayspine.pipeline.graph import run_pipeline; "
+        "from rayspine.runtime import init_ray; init_ray(num_cpus=2); "
+        "run_pipeline(%r, %r, seg_dir=%r, segment_stage=oracle.%s)"
+        % (str(Path(__file__).parents[1]), str(archive), str(out), str(archive), "SlowOracleSegmentScans" if slow else "OracleSegmentScans")
+    )
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_real_stage_class_is_the_default():
+    import inspect
+
+    assert inspect.signature(run_pipeline).parameters["segment_stage"].default is SegmentScans
+
+
+def test_report_says_so_when_no_disc_passed_its_checks(tmp_path):
+    # A weak segmenter can leave every disc flagged (merged, too large): the report must still be written.
+    from rayspine.report.html import write_report
+    from rayspine.schema import geometry_columns
+
+    scans = pd.DataFrame({"scan_id": ["1_t1"], "site": ["site1"], "status": ["ok"], "message": [""],
+                          "path": [str(tmp_path / "gone.mha")], "seconds_segment": [1.0]})
+    discs = pd.DataFrame({"scan_id": ["1_t1", "1_t1"], "site": ["site1"] * 2, "level": [1, 2],
+                          "status": ["possibly_merged", "too_large"], **{c: [np.nan] * 2 for c in geometry_columns()}})
+    scans.to_parquet(tmp_path / "scans.parquet")
+    discs.to_parquet(tmp_path / "discs.parquet")
+    page = write_report(tmp_path).read_text()
+    assert "No disc passed its checks (possibly_merged: 1, too_large: 1)" in page

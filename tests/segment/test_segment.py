@@ -1,0 +1,313 @@
+"""Segmentation: networks, splits, metrics, the inference mapping, a tiny Ray Train run and its resume.
+
+The real-anatomy training (two real T2 volumes, one for validation) is behind ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rayspine.config import Config
+from rayspine.io.cards import ModelFileError, save_model
+from rayspine.segment.networks import build_segmentation_net, check_patch_size, network_spec, resolve_network
+from rayspine.segment.data import split_patients, train_transforms
+from rayspine.stats import iou_dice
+from rayspine.segment.infer import Segmenter, evaluate, make_card
+from rayspine.stats import mean_bootstrap_ci as mean_ci
+
+try:  # tests/ as a package or as a plain folder on sys.path
+    from tests.test_preprocess import oblique_scan
+except ImportError:
+    from test_preprocess import oblique_scan
+
+torch.set_num_threads(1)
+
+TINY = {"patch_size": (32, 32, 32), "feature_size": 4, "samples_per_scan": 2, "max_epochs": 2}
+
+
+# --- networks ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["unet", "segresnet", "swinunetr"])
+def test_each_network_maps_a_patch_to_one_logit_channel(name):
+    cfg = Config().seg
+    net = build_segmentation_net(name, cfg).eval()
+    with torch.inference_mode():
+        out = net(torch.randn(2, 1, 32, 64, 32))
+    assert out.shape == (2, 1, 32, 64, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_auto_network_follows_the_device_and_patch_sizes_are_checked():
+    assert resolve_network("auto", cuda=True) == "swinunetr"
+    assert resolve_network("auto", cuda=False) == "unet"
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_network("vnet")
+    # SwinUNETR insists on multiples of 32 per axis and on a feature size divisible by 12.
+    check_patch_size("swinunetr", (64, 96, 96))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        check_patch_size("swinunetr", (48, 96, 96))
+    assert network_spec("swinunetr", Config().seg)[1]["feature_size"] == 24
+    assert network_spec("swinunetr", Config().replace(seg={"feature_size": 40}).seg)[1]["feature_size"] == 48
+    assert network_spec("unet", Config().seg)[1]["channels"] == [8, 16, 32, 64, 128]
+
+
+# --- splits and metrics -----------------------------------------------------------------------------
+def _index(n_patients=12, scans_per_patient=2, sites=3):
+    rows = [
+        {"scan_id": f"{p}_{s}", "patient_id": str(p), "site": f"site{(p - 1) % sites + 1}"}
+        for p in range(1, n_patients + 1)
+        for s in range(scans_per_patient)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_a_held_out_site_is_the_whole_test_set_and_patients_never_straddle():
+    index = _index()
+    split = split_patients(index, test_fraction=0.2, val_fraction=0.25, test_site="site2", seed=0)
+    site_of = dict(zip(index["scan_id"], index["site"]))
+    assert {site_of[s] for s in split["test"]} == {"site2"}
+    assert len(split["test"]) == 8  # 4 patients of site2, 2 scans each
+    assert "site2" not in {site_of[s] for s in split["train"] + split["val"]}
+    assert len(split["val"]) == 4  # a quarter of the 8 remaining patients, both scans each
+    patient = lambda ids: {s.split("_")[0] for s in ids}  # noqa: E731
+    assert not (patient(split["train"]) & patient(split["val"]) or patient(split["train"]) & patient(split["test"]))
+    assert sorted(sum(split.values(), [])) == sorted(index["scan_id"])
+    with pytest.raises(ValueError, match="not in the archive"):
+        split_patients(index, 0.2, 0.2, test_site="site9")
+
+
+def test_random_split_takes_the_test_fraction_of_patients():
+    split = split_patients(_index(n_patients=10, scans_per_patient=1), 0.2, 0.25, None, seed=3)
+    assert [len(split[k]) for k in ("train", "val", "test")] == [6, 2, 2]
+    assert split == split_patients(_index(n_patients=10, scans_per_patient=1), 0.2, 0.25, None, seed=3)
+
+
+def test_iou_and_dice_known_answers():
+    a = np.zeros((10, 10, 10), bool)
+    b = np.zeros_like(a)
+    a[0:4] = True  # 400 voxels
+    b[2:6] = True  # 400 voxels, 200 shared
+    iou, dice = iou_dice(a, b)
+    assert iou == pytest.approx(200 / 600) and dice == pytest.approx(0.5)
+    assert iou_dice(a, a) == (1.0, 1.0)
+    assert iou_dice(np.zeros_like(a), np.zeros_like(a)) == (1.0, 1.0)
+
+
+def test_weight_average_ramps_its_decay_then_holds_it_and_copies_buffers():
+    from rayspine.segment.train import update_average, weight_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    average = weight_average(net, decay=0.2)
+    expected = None
+    for step, value in enumerate([0.0, 1.0, 1.0, 3.0, 3.0, 3.0]):
+        net[0].weight.data.fill_(value)
+        net[1].running_mean.fill_(10.0 + step)
+        update_average(average, net)
+        d = min(0.2, (1 + step) / (10 + step))  # the first update copies: step 0 has nothing to average
+        expected = value if expected is None else d * expected + (1 - d) * value
+        assert float(average.module[0].weight.detach()) == pytest.approx(expected)
+        assert float(average.module[1].running_mean) == 10.0 + step  # statistics are the network's own
+    assert expected == pytest.approx(2.9837090909)  # decay 0.2 from the third update: 80 % of the way to 3 each step
+
+
+def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
+    rng = np.random.default_rng(0)
+    few, many = rng.normal(0.9, 0.03, 8), rng.normal(0.9, 0.03, 200)
+    a, b = mean_ci(few), mean_ci(many)
+    assert a["ci95"][0] < a["mean"] < a["ci95"][1]
+    assert b["ci95"][1] - b["ci95"][0] < a["ci95"][1] - a["ci95"][0]
+    assert b["ci95"][0] < 0.9 < b["ci95"][1]
+    assert mean_ci([])["mean"] is None
+
+
+def test_scale_and_tilt_augmentation_moves_image_and_label_together():
+    # An image that is its own label: after the random zoom and tilt, the label must still be binary
+    # and lie where the image is bright, or the network would learn from misaligned pairs.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=0)
+    label = np.zeros((1, 48, 64, 64), np.uint8)
+    label[0, 14:34, :, 26:38] = 1  # a slab, like a disc, running out of the patch front and back
+    item = {"image": label.astype(np.float32), "label": label}
+    tilted_or_zoomed = 0
+    for patch in train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20)(item):
+        image, mask = np.asarray(patch["image"][0]), np.asarray(patch["label"][0])
+        assert set(np.unique(mask)) <= {0, 1}
+        # intensity jitter is +-10 %, noise sd 0.05: bright means disc, dark means background
+        assert iou_dice(image > 0.5, mask > 0)[1] > 0.95
+        # crops and left-right flips keep the slab 12 slices thick; a zoom or a sagittal tilt does not
+        tilted_or_zoomed += np.count_nonzero(mask.any(axis=(0, 1))) != 12
+    assert tilted_or_zoomed
+    set_determinism(seed=None)
+
+
+def test_zoomed_and_tilted_patches_inside_a_scan_show_no_padding():
+    # The image is a ramp along the anterior-posterior axis. Any zoom and tilt of real content keeps
+    # it a linear function of the patch's coordinates; padding (zeros, smeared or reflected edges)
+    # would fold or flatten it. Patches on the disc, in the middle of a large scan, reach no edge.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=1)
+    shape = (80, 200, 200)
+    ramp = np.broadcast_to(np.arange(shape[1], dtype=np.float32)[None, :, None], shape)
+    label = np.zeros((1, *shape), np.uint8)
+    label[0, 30:50, 90:110, 95:105] = 1
+    item = {"image": ramp[None].copy(), "label": label}
+    coords = np.stack(np.meshgrid(*[np.arange(n) for n in (32, 48, 48)], indexing="ij"), -1).reshape(-1, 3)
+    design = np.column_stack([coords, np.ones(len(coords))])
+    on_disc = 0
+    for patch in train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20)(item):
+        if not np.asarray(patch["label"]).any():
+            continue  # a background patch may sit at the scan's edge, where padding is right
+        on_disc += 1
+        values = np.asarray(patch["image"][0]).reshape(-1)
+        fit, *_ = np.linalg.lstsq(design, values, rcond=None)
+        residual = values - design @ fit
+        assert np.sqrt(np.mean(residual**2)) < 0.2  # noise sd 0.05; a fold at an edge leaves several units
+    assert on_disc >= 4
+    set_determinism(seed=None)
+
+
+@pytest.mark.parametrize("scale, rotate_deg", [(0.0, 0.0), (0.3, 20.0)])
+def test_patches_reach_the_discs_at_both_ends_of_the_scan(scale, rotate_deg):
+    # Discs 3 voxels from each end of a long scan. The crop that feeds the zoom and tilt is larger
+    # than the patch; kept inside the scan it would never centre near an end, and the first and last
+    # disc (L5/S1 on most fields of view) would never be learnt. The image holds the z coordinate.
+    from monai.utils import set_determinism
+
+    set_determinism(seed=2)
+    shape = (40, 64, 200)
+    z = np.broadcast_to(np.arange(shape[2], dtype=np.float32), shape)
+    label = np.zeros((1, *shape), np.uint8)
+    label[0, 10:30, 20:40, 2:5] = 1
+    label[0, 10:30, 20:40, -5:-2] = 1
+    item = {"image": z[None].copy(), "label": label}
+    seen = set()
+    for patch in train_transforms((32, 48, 48), samples_per_scan=16, scale=scale, rotate_deg=rotate_deg)(item):
+        on_disc = np.asarray(patch["image"][0])[np.asarray(patch["label"][0]) > 0.5]
+        seen |= {"low"} if np.any(on_disc < 10) else set()
+        seen |= {"high"} if np.any(on_disc > shape[2] - 10) else set()
+    assert seen == {"low", "high"}
+    set_determinism(seed=None)
+
+
+# --- inference mapping ------------------------------------------------------------------------------
+class _Oracle(torch.nn.Module):
+    """Logits that threshold the normalised image: a 'network' whose right answer is known."""
+
+    def forward(self, x):
+        return 10.0 * (x - 1.0)
+
+
+def test_predict_returns_the_disc_on_the_scans_own_oblique_grid():
+    cfg = Config()
+    truth = oblique_scan()
+    image = truth.with_voxels((truth.voxels > 0) * 300.0 + 20.0)  # bright disc, dark surroundings
+    segmenter = Segmenter(_Oracle(), make_card("unet", {}, cfg), device="cpu")
+    pred = segmenter.predict(image)
+    assert pred.same_grid(image) and pred.voxels.dtype == np.uint8
+    assert set(np.unique(pred.voxels)) <= {0, 1}
+    # The way back is exact up to the resampling of a 3 mm-slice scan through the 1.4x1.2x1.5 mm grid.
+    assert iou_dice(pred.voxels, truth.voxels > 0)[1] > 0.95
+
+
+def test_load_refuses_foreign_cards_mismatched_and_pickled_weights(tmp_path):
+    cfg = Config()
+    name, kwargs = network_spec("unet", Config().replace(seg={"feature_size": 4}).seg)
+    net = build_segmentation_net("unet", Config().replace(seg={"feature_size": 4}).seg)
+    save_model(tmp_path / "ok", net.state_dict(), make_card(name, kwargs, cfg))
+    assert isinstance(Segmenter.load(tmp_path / "ok", device="cpu").net, torch.nn.Module)
+
+    save_model(tmp_path / "ae", net.state_dict(), dataclasses.replace(make_card(name, kwargs, cfg), kind="autoencoder"))
+    with pytest.raises(ModelFileError, match="not a segmenter"):
+        Segmenter.load(tmp_path / "ae")
+
+    wider = {**kwargs, "channels": [8, 16, 32, 64, 128]}
+    save_model(tmp_path / "wide", net.state_dict(), make_card(name, wider, cfg))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        Segmenter.load(tmp_path / "wide")
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "model.json").write_text(json.dumps(make_card(name, kwargs, cfg).to_json()))
+    torch.save({"weights": net.state_dict(), "payload": _Oracle()}, pickled / "model.pt")  # a pickled object
+    with pytest.raises(ModelFileError, match="refused"):
+        Segmenter.load(pickled)
+
+
+# --- a tiny end-to-end run on Ray Train -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory):
+    from rayspine.synth import synthesize_archive
+
+    root = tmp_path_factory.mktemp("seg_archive")
+    synthesize_archive(root, patients=4, sites=2, seed=1, size="small")
+    return root
+
+
+def test_train_segmenter_writes_a_model_that_predicts_on_the_scan_grid(tiny_archive, tmp_path, ray_local):
+    from rayspine.io.archive import index_archive
+    from rayspine.io.cards import read_card
+    from rayspine.io.scans import read_scan
+    from rayspine.segment.command import prepared_refs, train_segmenter
+    from rayspine.segment.train import fit_prepared
+
+    cfg = Config().replace(seg=TINY)
+    out = tmp_path / "seg"
+    metrics = train_segmenter(tiny_archive, out, cfg, test_site="site2")
+    for name in ("model.safetensors", "model.json", "metrics.json"):
+        assert (out / name).is_file()
+    assert json.loads((out / "metrics.json").read_text())["n_test"] == metrics["n_test"] == 2
+    assert (metrics["n_train"], metrics["n_val"]) == (1, 1)
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2 and metrics["network"] == "unet"
+    assert {r["site"] for r in metrics["per_scan"]} == {"site2"}
+    assert all(0.0 <= r["dice"] <= 1.0 for r in metrics["per_scan"])
+    low, high = metrics["test_dice"]["ci95"]
+    assert low <= metrics["test_dice"]["mean"] <= high
+    card = read_card(out, "segmenter")
+    assert card.kind == "segmenter" and card.config_digest == cfg.digest()
+    assert len(card.data_hash) == 16 and card.architecture == "unet"
+    assert card["spacing_mm"] == list(cfg.grid.spacing_mm) and card["patch_size"] == [32, 32, 32]
+
+    index = index_archive(tiny_archive)
+    image = read_scan(index.loc[index["site"] == "site2", "image_path"].iloc[0])
+    pred = Segmenter.load(out, device="cpu").predict(image)
+    assert pred.same_grid(image) and pred.voxels.dtype == np.uint8 and set(np.unique(pred.voxels)) <= {0, 1}
+
+    # A finished folder is not retrained (same metrics back, at once) unless asked.
+    start = time.perf_counter()
+    assert train_segmenter(tiny_archive, out, cfg, test_site="site2") == metrics
+    assert time.perf_counter() - start < 5
+
+    # Ray Train resumes the interrupted run from its storage: epochs 1-2 are restored, only 3 is trained.
+    rows = [r for r in index.itertuples() if r.site == "site1"]
+    refs = prepared_refs(rows[:1], cfg), prepared_refs(rows[1:], cfg)
+    _, outcome, _ = fit_prepared(*refs, cfg.replace(seg={"max_epochs": 3}), out / "ray_results")
+    assert outcome.epochs == 3 and len(outcome.history) == 3
+    assert outcome.history[:2] == metrics["history"]
+
+
+# --- real anatomy (slow) ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_t2_volumes_train_to_dice_085_within_15_minutes(tmp_path, ray_local):
+    from tests.conftest import load_real_subject
+    from rayspine.segment.train import fit_segmenter
+
+    train = [load_real_subject(11), load_real_subject(20)]
+    val_image, val_mask = load_real_subject(25)
+    cfg = Config().replace(seg={"max_minutes": 12.0, "max_epochs": 300, "samples_per_scan": 8, "patience": 40})
+    start = time.perf_counter()
+    net, outcome, (name, kwargs) = fit_segmenter(train, [(val_image, val_mask)], cfg, tmp_path / "ray_results")
+    segmenter = Segmenter(net, make_card(name, kwargs, cfg), device="cpu")
+    (scores,) = evaluate(segmenter, [("subject_25", val_image, val_mask)], cfg.discs)
+    seconds = time.perf_counter() - start
+    print(f"real T2: validation Dice {scores['dice']:.3f} (network), {scores['dice_discs']:.3f} (disc instances) "
+          f"after {outcome.epochs} epochs, {seconds:.0f} s ({name})")
+    assert seconds < 15 * 60
+    assert scores["dice_discs"] >= 0.85  # the mask the pipeline keeps and measures
