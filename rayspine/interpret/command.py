@@ -1,7 +1,8 @@
 """``rayspine interpret``: what the latent features encode, for a trained autoencoder and a discs table.
 
-Writes ``traversal.parquet`` and ``traversal.png`` (each latent swept, decoded and measured) and
-``correlation.csv`` and ``correlation.png`` (latent x geometry and latent x latent).
+Writes ``traversal.parquet`` and ``traversal.png`` (each latent swept, decoded and measured),
+``correlation.csv`` and ``correlation.png`` (latent x geometry and latent x latent: Pearson and
+Spearman, p corrected for the number of tests) and ``latent_summary.csv`` (what each latent tracks).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..config import Config
 from ..io.store import write_parquet_atomic, write_text_atomic
 from ..report import figures
 from ..schema import USABLE_DISC_STATUSES, geometry_columns, latent_columns_of
-from .correlation import correlation_table
+from .correlation import correlation_table, latent_summary
 from .traversal import measure_decoded, traversal_grid, traversal_table
 
 log = logging.getLogger(__name__)
@@ -65,5 +66,6 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
     geometric = [c for c in geometry_columns() if c in discs]
     correlations = correlation_table(discs, latent, geometric)
     paths.append(write_text_atomic(correlations.to_csv(index=False), out / "correlation.csv"))
+    paths.append(write_text_atomic(latent_summary(correlations, geometric).to_csv(index=False), out / "latent_summary.csv"))
     paths.append(figures.save(figures.correlation_heatmap(correlations), out / "correlation.png"))
     return paths

@@ -11,7 +11,7 @@ from rayspine.config import AEConfig, Config
 from rayspine.report.figures import central_slices, montage_mosaic
 from rayspine.measure.geometry import measure_disc
 from rayspine.interpret.command import run_interpret
-from rayspine.interpret.correlation import correlation_table
+from rayspine.interpret.correlation import correlation_table, latent_summary
 from rayspine.interpret.traversal import measure_decoded, traversal_grid, traversal_table
 from rayspine.schema import geometry_columns
 
@@ -55,6 +55,22 @@ def test_correlation_with_linear_function_is_one_and_with_noise_near_zero():
     # Latent-latent: the diagonal is 1, independent latents near 0.
     assert at.loc[("z1", "z1"), "r"] == pytest.approx(1.0)
     assert abs(at.loc[("z0", "z1"), "r"]) < 0.15
+    # Corrected p: never below the raw p, one value per distinct test (mirrored pairs agree), none on the diagonal.
+    tested = corr.dropna(subset=["p_fdr"])
+    assert (tested["p_fdr"] >= tested["p"] - 1e-15).all() and np.isnan(at.loc[("z0", "z0"), "p_fdr"])
+    assert at.loc[("z0", "z1"), "p_fdr"] == at.loc[("z1", "z0"), "p_fdr"]
+    # 2 latents x 3 defined features + 1 latent pair = 7 tests: Benjamini-Hochberg by hand for the largest p.
+    family = pd.concat([corr[corr.feature.isin(["height_mm", "ap_width_mm", "volume_mm3"])], corr[(corr.latent == "z0") & (corr.feature == "z1")]])
+    assert len(family) == 7 and family["p_fdr"].max() == pytest.approx(family["p"].max())
+
+
+def test_spearman_sees_a_monotone_curve_that_pearson_underrates():
+    z = np.linspace(-3, 3, 200)
+    table = pd.DataFrame({"z0": z, "height_mm": np.exp(2 * z)})
+    at = correlation_table(table, ["z0"], ["height_mm"]).set_index(["latent", "feature"])
+    assert at.loc[("z0", "height_mm"), "rho"] == pytest.approx(1.0) and at.loc[("z0", "height_mm"), "r"] < 0.8
+    summary = latent_summary(correlation_table(table, ["z0"], ["height_mm"]), ["height_mm"])
+    assert summary.loc[0, "tracks"] == "height_mm" and np.isnan(summary.loc[0, "max_abs_r_other_latent"])
 
 
 def _crop(height, lateral=24.0, ap=18.0, sagittal=0.0, size=32):
@@ -139,7 +155,7 @@ def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_pa
 
     cfg = Config()
     paths = run_interpret(folder, tmp_path / "discs.parquet", tmp_path / "out", cfg)
-    assert {p.name for p in paths} == {"traversal.parquet", "traversal.png", "correlation.csv", "correlation.png"}
+    assert {p.name for p in paths} == {"traversal.parquet", "traversal.png", "correlation.csv", "correlation.png", "latent_summary.csv"}
 
     codes = model.encode(crops)
     traversal = pd.read_parquet(tmp_path / "out" / "traversal.parquet")
