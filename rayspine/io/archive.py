@@ -302,3 +302,23 @@ def read_overview(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: not a SPIDER overview.csv (no 'new_file_name' column)")
     overview["sex"] = overview["sex"].astype(str).str.strip() if "sex" in overview else None
     return overview
+
+
+def describe_index(index: pd.DataFrame, layout: str = "") -> str:
+    """What ``rayspine index`` prints: counts of scans, masks, patients, sites, series and statuses, and the problems."""
+
+    def counts(column: str) -> str:
+        values = index[column].fillna("").replace("", "(none)").value_counts()
+        return ", ".join(f"{k} {v}" for k, v in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    lines = [
+        f"layout   : {layout or 'unknown'}",
+        f"scans    : {len(index)} ({int(index['image_path'].notna().sum())} with an image, {int(index['mask_path'].notna().sum())} with a mask)",
+        f"patients : {index['patient_id'].nunique()}",
+        f"sites    : {index['site'].nunique()} ({counts('site')})" if len(index) else "sites    : 0",
+        f"series   : {counts('series')}" if len(index) else "series   : -",
+        f"statuses : {counts('status')}" if len(index) else "statuses : -",
+    ]
+    for row in index[index["status"] != ScanStatus.OK].head(20).itertuples():
+        lines.append(f"  ! {row.scan_id}: {row.status}: {row.message}")
+    return "\n".join(lines)
