@@ -144,3 +144,20 @@ def test_uri_inputs_and_outputs_are_staged(tmp_path, monkeypatch):
             (out / "partial.txt").write_text("x")
             raise RuntimeError("job failed")
     assert not (tmp_path / "bucket" / "failed" / "partial.txt").exists()  # nothing published on failure
+
+
+def test_ome_zarr_py_reads_a_mask_as_a_label_image_with_its_scale_and_origin(tmp_path):
+    """ome-zarr-py is the reader behind napari-ome-zarr: the mask must come out as a Label multiscale image."""
+    reader = pytest.importorskip("ome_zarr.reader")
+    from ome_zarr.io import parse_url
+
+    labels = np.zeros((30, 20, 10), np.uint8)
+    labels[5:20, 5:15, 2:5] = 201
+    labels[5:20, 5:15, 6:8] = 202
+    write_mask_zarr(tmp_path / "masks.zarr", "1_t2", Volume(labels, (0.6, 0.7, 3.3), (-10.0, 20.0, 30.0)))
+    (node,) = list(reader.Reader(parse_url(str(tmp_path / "masks.zarr" / "1_t2")))())
+    assert {type(s).__name__ for s in node.specs} == {"Label", "Multiscales"}
+    scale, translation = node.metadata["coordinateTransformations"][0]
+    assert scale["scale"] == [3.3, 0.7, 0.6] and translation["translation"] == [30.0, 20.0, -10.0]
+    assert node.metadata["properties"] == {201: {"name": "L5/S1"}, 202: {"name": "L4/L5"}}
+    assert np.array_equal(np.asarray(node.data[0]), labels.transpose(2, 1, 0))

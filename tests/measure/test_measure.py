@@ -226,7 +226,8 @@ def test_run_measure_folder_of_masks_with_bad_input(tmp_path, labels, ray_local)
     written = {p.name for p in (out / "parts" / "scans").iterdir()}
     assert "a.parquet" in written and len(written) == len(scans)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "out"]  # nothing beside OUT
-    assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a"}
+    assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a", "zarr.json"}  # the root group and one scan
+    assert not (out / ".crops.zarr.staging").exists()  # staging removed when the run finished
 
 
 # --- label schemes (issue 17) ---------------------------------------------------------------------
