@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..io.archive import index_archive
+from ..io.archive import archive_layout, describe_index, index_archive
 from ..io.gradings import load_narrowing
 from ..io.labels import SCHEMES
 from ..io.outputs import claim_output, done_keys, finish_tables, part_key, write_scan_parts
@@ -74,6 +74,7 @@ def run_measure(
         raise FileExistsError(f"{out} was measured with label scheme {previous!r}, not {scheme!r}; use --overwrite to start again")
     claim_output(out, "measure", cfg, overwrite, masks=str(masks_root), label_scheme=scheme)
     index = index_archive(masks_root, use="masks")
+    log.info("measure: %s\n%s", masks_root, describe_index(index, archive_layout(masks_root)))
     scans = [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in index.to_dict("records")]
     done = done_keys(out)
     for scan in scans:  # unusable ids and missing files need no task
