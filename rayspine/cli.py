@@ -79,20 +79,57 @@ def train_seg(
     typer.echo(json.dumps(metrics, indent=2, default=str))
 
 
+SCHEME_HELP = (
+    "Label scheme of the masks: spider, spineps (seg-vert), totalspineseg (step2_output, weights 2024-09 or later), "
+    "totalspineseg-legacy (older weights), instances (one label per disc, counted from the bottom), binary, or auto. "
+    "Default: SPIDER labels, or binary for 0/1 masks. A mask that does not fit is reported with the scheme that would."
+)
+
+
+@app.command()
+def index(
+    archive: Path = typer.Argument(..., help="SPIDER, BIDS (with SPINEPS derivatives), TotalSpineSeg output or plain folder."),
+    masks: bool = typer.Option(False, "--masks", help="Index the masks alone, as `measure` does."),
+) -> None:
+    """Say what an archive holds (layout, scans, masks, patients, sites, series, statuses) before anything runs."""
+    from .io.archive import archive_layout, describe_index, index_archive
+
+    table = index_archive(archive, use="masks" if masks else "images")
+    typer.echo(describe_index(table, archive_layout(archive)))
+
+
 @app.command()
 def measure(
-    masks: Path = typer.Argument(..., help="SPIDER archive (its masks/ are used) or a folder of mask files."),
+    masks: Path = typer.Argument(..., help="An archive (see `rayspine index`): its masks are measured."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder: discs.parquet, scans.parquet, crops.zarr."),
-    labels: Optional[Path] = typer.Option(None, help="Gradings CSV (default: the archive's radiological_gradings.csv)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help=SCHEME_HELP),
+    gradings: Optional[Path] = typer.Option(None, "--gradings", help="Gradings CSV (default: the archive's radiological_gradings.csv)."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
 ) -> None:
-    """Disc instances, 64^3 crops and geometry from existing masks (e.g. ground truth), on Ray."""
+    """Disc instances, 64^3 crops and geometry from existing masks (e.g. ground truth, SPINEPS, TotalSpineSeg), on Ray."""
     from .measure.command import run_measure
 
+    if labels is not None and (labels.lower().endswith(".csv") or Path(labels).is_file()):
+        logging.getLogger(__name__).warning("--labels %s: a gradings CSV; give it as --gradings (--labels names the label scheme)", labels)
+        gradings, labels = gradings or Path(labels), None
     cfg = _config(config)
-    discs = run_measure(masks, out, cfg, labels=labels, overwrite=overwrite)
+    discs = run_measure(masks, out, cfg, labels=gradings, overwrite=overwrite, scheme=labels)
     typer.echo(f"{len(discs)} discs measured -> {out / 'discs.parquet'}")
+
+
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="Output folder of `rayspine run` (its masks.zarr)."),
+    fmt: str = typer.Option("nifti", "--format", help="nifti (.nii.gz), nrrd or mha."),
+    dest: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for the files (default OUT/masks-<format>)."),
+) -> None:
+    """Each scan's disc mask on its scan's own grid, with SPIDER's label table for ITK-SNAP and 3D Slicer."""
+    from .io.export import ITKSNAP_LABELS, SLICER_COLORS, export_masks
+
+    written = export_masks(out, fmt, dest)
+    folder = written[0].parent if written else (dest or out / f"masks-{fmt}")
+    typer.echo(f"{len(written)} masks -> {folder} (label tables: {ITKSNAP_LABELS}, {SLICER_COLORS})")
 
 
 @app.command("train-ae")

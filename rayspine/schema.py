@@ -39,6 +39,7 @@ class ScanStatus:
     BAD_VOXELS = "bad_voxels"  # no finite voxels, constant image
     BAD_ID = "bad_id"  # scan id unusable as a storage key, or duplicated
     GRID_MISMATCH = "grid_mismatch"  # image and mask grids disagree
+    BAD_LABELS = "bad_labels"  # mask labels that do not fit the label scheme it is read with (io.labels)
     NO_DISCS = "no_discs"
 
 
@@ -114,6 +115,10 @@ def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) ->
         pa.field("patient_id", pa.string()),
         pa.field("site", pa.string()),
         pa.field("level", pa.int32(), nullable=False),
+        # The disc's name, e.g. 'L4/L5'; in a spine with an extra or missing vertebra (L6, T13) the name the
+        # segmenter gave it ('L6/S1' at level 1) and ``transitional`` true: levels always count from the bottom.
+        pa.field("level_name", pa.string()),
+        pa.field("transitional", pa.bool_()),
         pa.field("status", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         *_geometry_fields(),

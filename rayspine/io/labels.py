@@ -52,6 +52,7 @@ __all__ = [
     "disc_levels",
     "level_name",
     "resolve_scheme",
+    "spider_label_table",
     "to_spider",
 ]
 
@@ -542,3 +543,34 @@ def to_spider(labels: np.ndarray, scheme: str, *, si_axis: int = 2, increasing: 
         for label, d in levels.items():
             out[labels == label] = DISC_LABEL_OFFSET + d.level
     return out
+
+
+# --- SPIDER's label table, for viewers ----------------------------------------------------------
+@dataclass(frozen=True)
+class LabelEntry:
+    """One row of a viewer's label table: value, name and colour (0..255 RGB)."""
+
+    value: int
+    name: str
+    rgb: tuple[int, int, int]
+
+
+# Twelve colours far apart (Kelly's list, less white and black) so that neighbouring discs differ.
+_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40))
+
+
+def spider_label_table() -> list[LabelEntry]:
+    """SPIDER's labels with names and colours: discs 201.. ('L5/S1', ...), vertebrae 1.. ('L5', ...), canal 100.
+
+    What ``rayspine export`` writes as ITK-SNAP and Slicer label tables and what the OME-Zarr masks carry as
+    label properties. Names assume 5 lumbar and 12 thoracic vertebrae (the level is the count from the bottom).
+    """
+    table = [LabelEntry(DISC_LABEL_OFFSET + k, _nominal_name(k), _PALETTE[(k - 1) % len(_PALETTE)]) for k in range(1, MAX_DISC_LEVEL + 1)]
+    bone = [(241, 214, 145), (216, 186, 120)]
+    for k in range(1, MAX_DISC_LEVEL + 1):
+        name = _STANDARD[k] if k < len(_STANDARD) else f"vertebra {k}"
+        table.append(LabelEntry(k, name, bone[k % 2]))
+        table.append(LabelEntry(100 + k, f"{name} (partly visible)", (150, 150, 150)))
+    table.append(LabelEntry(100, "spinal canal", (90, 90, 255)))
+    return sorted(table, key=lambda e: e.value)

@@ -1,10 +1,11 @@
 """Zarr masks and crops, Parquet tables: every file appears atomically (write, then rename).
 
 Layout of an output folder:
-- ``masks.zarr/<scan_id>``: an OME-Zarr 0.5 label image per scan (one writer each), with the scan's
-  spacing, origin and direction kept losslessly in the group attributes under ``rayspine``;
-- ``crops.zarr/<scan_id>``: a ``(n_discs, 64, 64, 64)`` uint8 array, attribute ``levels`` giving each
-  row's disc level; a disc row's ``crop_index`` is its row here;
+- ``masks.zarr``: a Zarr v3 hierarchy, its root group listing the scans (``rayspine.scans``); each
+  ``masks.zarr/<scan_id>`` an OME-Zarr 0.5 label image (one writer each, one shard: three files), with
+  the scan's spacing, origin and direction kept losslessly in the group attributes under ``rayspine``;
+- ``crops.zarr``: the same kind of hierarchy; ``crops.zarr/<scan_id>/crops`` a ``(n_discs, 64, 64, 64)``
+  uint8 array, attribute ``levels`` giving each row's disc level; a disc row's ``crop_index`` is its row;
 - ``parts/<table>/<scan_id>.parquet``: per-scan rows, written once when the scan is done, so a re-run
   knows what is complete and the consolidated ``<table>.parquet`` never holds a row twice.
 """
@@ -47,8 +48,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _atomic_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    """A staging folder for ``final`` outside its Zarr hierarchy (beside the root), on the same file system.
+
+    Inside the root a half-written group would be listed as a member by any Zarr reader; here it is
+    invisible until ``_publish`` renames it into place.
+    """
+    staging = final.parent.with_name(f".{final.parent.name}.staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging / f"{final.name}.tmp-{uuid.uuid4().hex[:8]}"
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -57,15 +64,75 @@ def _publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+# --- Zarr v3 hierarchies -------------------------------------------------------------------------
+# masks.zarr and crops.zarr are each one Zarr v3 hierarchy: a root group (``zarr.json``) whose attributes
+# list its scans under ``rayspine.scans``, one subgroup per scan. Every array is one shard (one writer per
+# array, written once), so a scan is three files: its group's zarr.json, the array's zarr.json, one shard.
+# Output folders of 0.1 have no root group; their scan groups read the same.
+ROOT_KINDS = {"masks.zarr": "masks", "crops.zarr": "crops"}
+MASK_ARRAY = "0"
+CROPS_ARRAY = "crops"
+
+
+def _root_metadata(kind: str, scans: list[str]) -> dict:
+    return {"zarr_format": 3, "node_type": "group", "attributes": {"rayspine": {"kind": kind, "scans": scans}}}
+
+
+def ensure_root_group(root: str | Path, kind: str | None = None) -> Path:
+    """Make ``root`` a Zarr v3 group if it is not one yet (atomically; concurrent writers agree)."""
+    root = Path(root)
+    meta = root / "zarr.json"
+    if not meta.exists():
+        write_json_atomic(_root_metadata(kind or ROOT_KINDS.get(root.name, root.name), []), meta)
+    return root
+
+
+def refresh_root_group(root: str | Path) -> list[str]:
+    """Rewrite the root group's scan list from the complete scan groups; returns the list.
+
+    Called when a command finishes (scan writers run in parallel, so none of them keeps the list); also
+    makes a 0.1 output folder's store a proper hierarchy. Staging leftovers of killed writers are removed.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    scans = sorted(written_groups(root))
+    kind = ROOT_KINDS.get(root.name, root.name)
+    meta = root / "zarr.json"
+    if meta.exists():
+        kind = json.loads(meta.read_text()).get("attributes", {}).get("rayspine", {}).get("kind", kind)
+    write_json_atomic(_root_metadata(kind, scans), meta)
+    staging = root.with_name(f".{root.name}.staging")
+    if staging.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+    return scans
+
+
+def _shards(shape: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """One shard holding the whole array: each axis rounded up to a multiple of its chunk."""
+    return tuple(max(c, -(-s // c) * c) for s, c in zip(shape, chunks))
+
+
 def write_mask_zarr(root: str | Path, scan_id: str, mask: Volume, attrs: dict | None = None) -> Path:
-    """Write one scan's label mask as an OME-Zarr 0.5 label image at ``root/scan_id``."""
-    final = Path(root) / scan_id
+    """Write one scan's label mask as an OME-Zarr 0.5 label image at ``root/scan_id``.
+
+    The OME metadata (z, y, x axes in mm; scale = spacing, translation = origin) is what napari and other
+    OME-Zarr viewers read; an oblique direction cannot be said in OME-Zarr 0.5, so the exact grid
+    (spacing, origin, direction) is kept under ``rayspine.grid`` for ``read_mask_zarr`` and ``export``.
+    """
+    from .labels import spider_label_table
+
+    root = ensure_root_group(root)
+    final = root / scan_id
     tmp = _atomic_dir(final)
     group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
     # OME-Zarr orders spatial axes z, y, x; our arrays are [x, y, z].
     data = np.ascontiguousarray(mask.voxels.transpose(2, 1, 0).astype(np.uint8))
-    array = group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=_chunks(data.shape))
+    chunks = _chunks(data.shape)
+    array = group.create_array(MASK_ARRAY, shape=data.shape, dtype=data.dtype, chunks=chunks, shards=_shards(data.shape, chunks), dimension_names=("z", "y", "x"))
     array[...] = data
+    present = set(np.flatnonzero(np.bincount(data.ravel(), minlength=256)).tolist()) - {0}
+    table = [entry for entry in spider_label_table() if entry.value in present]
     group.attrs.update(
         {
             "ome": {
@@ -76,7 +143,7 @@ def write_mask_zarr(root: str | Path, scan_id: str, mask: Volume, attrs: dict | 
                         "axes": [{"name": n, "type": "space", "unit": "millimeter"} for n in "zyx"],
                         "datasets": [
                             {
-                                "path": "0",
+                                "path": MASK_ARRAY,
                                 "coordinateTransformations": [
                                     {"type": "scale", "scale": [float(s) for s in mask.spacing[::-1]]},
                                     {"type": "translation", "translation": [float(o) for o in mask.origin[::-1]]},
@@ -85,7 +152,10 @@ def write_mask_zarr(root: str | Path, scan_id: str, mask: Volume, attrs: dict | 
                         ],
                     }
                 ],
-                "image-label": {"version": OME_VERSION},
+                "image-label": {
+                    "colors": [{"label-value": e.value, "rgba": [*e.rgb, 255]} for e in table],
+                    "properties": [{"label-value": e.value, "name": e.name} for e in table],
+                },
             },
             "rayspine": {"grid": mask.grid(), **(attrs or {})},
         }
@@ -97,12 +167,12 @@ def write_mask_zarr(root: str | Path, scan_id: str, mask: Volume, attrs: dict | 
 def read_mask_zarr(root: str | Path, scan_id: str) -> Volume:
     group = zarr.open_group(store=str(Path(root) / scan_id), mode="r")
     grid = group.attrs["rayspine"]["grid"]
-    voxels = np.asarray(group["0"][...]).transpose(2, 1, 0)
+    voxels = np.asarray(group[MASK_ARRAY][...]).transpose(2, 1, 0)
     return Volume(np.ascontiguousarray(voxels), tuple(grid["spacing"]), tuple(grid["origin"]), tuple(grid["direction"]))
 
 
 def written_groups(root: str | Path) -> set[str]:
-    """Names of the complete groups under a Zarr root (temporary folders of interrupted writes excluded)."""
+    """Names of the complete scan groups under a Zarr root (staging and temporary folders excluded)."""
     root = Path(root)
     if not root.is_dir():
         return set()
@@ -111,13 +181,17 @@ def written_groups(root: str | Path) -> set[str]:
 
 def write_crops_zarr(root: str | Path, scan_id: str, crops: np.ndarray, levels: list[int]) -> Path:
     """One scan's disc crops, ``(n, s, s, s)`` uint8, row i holding the disc at ``levels[i]``."""
-    final = Path(root) / scan_id
+    root = ensure_root_group(root)
+    final = root / scan_id
     tmp = _atomic_dir(final)
     group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
     crops = np.ascontiguousarray(crops, dtype=np.uint8)
-    array = group.create_array("crops", shape=crops.shape, dtype=np.uint8, chunks=(1, *crops.shape[1:]) if crops.ndim == 4 else None)
-    if crops.size:
+    if crops.ndim == 4 and len(crops):
+        chunks = (1, *crops.shape[1:])
+        array = group.create_array(CROPS_ARRAY, shape=crops.shape, dtype=np.uint8, chunks=chunks, shards=_shards(crops.shape, chunks))
         array[...] = crops
+    else:
+        group.create_array(CROPS_ARRAY, shape=crops.shape, dtype=np.uint8)
     group.attrs["levels"] = [int(v) for v in levels]
     _publish(tmp, final)
     return final
@@ -125,7 +199,7 @@ def write_crops_zarr(root: str | Path, scan_id: str, crops: np.ndarray, levels: 
 
 def read_crops_zarr(root: str | Path, scan_id: str) -> tuple[np.ndarray, list[int]]:
     group = zarr.open_group(store=str(Path(root) / scan_id), mode="r")
-    return np.asarray(group["crops"][...]), list(group.attrs["levels"])
+    return np.asarray(group[CROPS_ARRAY][...]), list(group.attrs["levels"])
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:

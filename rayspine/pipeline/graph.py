@@ -22,6 +22,7 @@ from ..config import Config
 from ..io.archive import index_archive
 from ..io.gradings import load_narrowing
 from ..io.outputs import claim_output, done_keys, finish_tables, part_key, write_scan_parts
+from ..io.store import refresh_root_group
 from ..runtime import init_ray
 from ..schema import ScanStatus
 from . import stages
@@ -70,6 +71,8 @@ def run_pipeline(
     metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
     gradings = Path(labels) if labels else Path(archive) / "radiological_gradings.csv"
     scans, discs = finish_tables(out, stages.latent_dim(ae_dir), metadata, load_narrowing(gradings))
+    for store in ("masks.zarr", "crops.zarr"):
+        refresh_root_group(out / store)  # the root groups list every scan written, this run's and earlier ones
     summary = summarise(scans, discs, seconds, out)
     if report:
         from ..report.html import write_report

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from tests.conftest import SPIDER_DIR, require
-from rayspine.io.archive import index_archive, patient_of, read_overview
+from rayspine.io.archive import archive_layout, index_archive, patient_of, read_overview
 from rayspine.io.gradings import narrowing_labels, read_gradings
 from rayspine.schema import LABEL_COLUMN, ScanStatus
 
@@ -120,3 +120,51 @@ def test_missing_archive_folder(tmp_path):
 
 def test_patient_of():
     assert patient_of("12_t1") == "12" and patient_of("007_t2_SPACE") == "007" and patient_of("case") == "case"
+
+
+# --- BIDS, SPINEPS and TotalSpineSeg layouts (issue 17) --------------------------------------------
+def test_bids_raw_data_with_spineps_derivatives(tmp_path):
+    """``spineps dataset``'s layout: rawdata/ and derivatives_seg/ with ``mod-T2w_seg-vert_msk`` masks."""
+    raw, der = tmp_path / "rawdata", tmp_path / "derivatives_seg"
+    for name in ("sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_T2w.nii.gz",
+                 "sub-02/anat/sub-02_acq-sag_T1w.nii.gz", "sub-02/anat/sub-02_acq-sag_T2w.nii.gz"):  # fmt: skip
+        _scan(raw / name)
+    for name in ("sub-01/ses-1/anat/sub-01_ses-1_mod-T2w_seg-vert_msk.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_mod-T2w_seg-spine_msk.nii.gz",
+                 "sub-02/anat/sub-02_acq-sag_mod-T1w_seg-vert_msk.nii.gz"):  # fmt: skip
+        _scan(der / name)
+    (raw / "participants.tsv").write_text("participant_id\tage\tsite\nsub-01\t30\tRibeirao\nsub-02\t41\tNijmegen\n")
+    (raw / "sub-01" / "sub-01_sessions.tsv").write_text("session_id\tsite\nses-2\tSao Paulo\n")
+    (raw / "sub-01" / "ses-1" / "anat" / "sub-01_ses-1_T2w.json").write_text('{"InstitutionName": "ignored: the tables win"}')
+    assert archive_layout(tmp_path) == "bids"
+    index = index_archive(tmp_path).set_index("scan_id")
+    assert sorted(index.index) == ["sub-01_ses-1_T2w", "sub-01_ses-2_T2w", "sub-02_acq-sag_T1w", "sub-02_acq-sag_T2w"]
+    assert list(index["patient_id"]) == ["sub-01", "sub-01", "sub-02", "sub-02"]
+    assert list(index["site"]) == ["Ribeirao", "Sao Paulo", "Nijmegen", "Nijmegen"]  # a session's own site first
+    assert list(index["series"]) == ["T2w", "T2w", "acq-sag_T1w", "acq-sag_T2w"]
+    assert index.loc["sub-01_ses-1_T2w", "mask_path"] == str(der / "sub-01/ses-1/anat/sub-01_ses-1_mod-T2w_seg-vert_msk.nii.gz")
+    assert index.loc["sub-02_acq-sag_T1w", "mask_path"].endswith("sub-02_acq-sag_mod-T1w_seg-vert_msk.nii.gz")
+    assert index["mask_path"].isna().tolist() == [False, True, False, True]  # seg-spine (semantic) is not a disc mask
+    masks = index_archive(tmp_path, use="masks")
+    assert list(masks["scan_id"]) == ["sub-01_ses-1_T2w", "sub-02_acq-sag_T1w"] and masks["image_path"].isna().all()
+    assert list(masks["site"]) == ["Ribeirao", "Nijmegen"] and (masks["status"] == ScanStatus.OK).all()
+
+
+def test_spineps_sample_output_beside_an_image_and_sidecar_site(tmp_path):
+    _scan(tmp_path / "sub-7_T2w.nii.gz")
+    (tmp_path / "sub-7_T2w.json").write_text('{"Manufacturer": "Philips", "ManufacturerModelName": "Achieva", "MagneticFieldStrength": 1.5}')
+    _scan(tmp_path / "derivatives_seg" / "sub-7_mod-T2w_seg-vert_msk.nii.gz")
+    row = index_archive(tmp_path).iloc[0]
+    assert (row.scan_id, row.patient_id, row.site) == ("sub-7_T2w", "sub-7", "Philips Achieva 1.5T")
+    assert row.mask_path == str(tmp_path / "derivatives_seg" / "sub-7_mod-T2w_seg-vert_msk.nii.gz")
+
+
+def test_totalspineseg_output_folder(tmp_path):
+    for name in ("step2_output/sub-01_T2w.nii.gz", "step2_output/case3.nii.gz", "step1_output/sub-01_T2w.nii.gz",
+                 "input/sub-01_T2w_0000.nii.gz", "input/case3_0000.nii.gz"):  # fmt: skip
+        _scan(tmp_path / name)
+    assert archive_layout(tmp_path) == "totalspineseg"
+    masks = index_archive(tmp_path, use="masks")
+    assert list(masks["scan_id"]) == ["case3", "sub-01_T2w"] and list(masks["patient_id"]) == ["case3", "sub-01"]
+    assert list(masks["mask_path"]) == [str(tmp_path / "step2_output" / n) for n in ("case3.nii.gz", "sub-01_T2w.nii.gz")]
+    images = index_archive(tmp_path)
+    assert list(images["image_path"]) == [str(tmp_path / "input" / n) for n in ("case3_0000.nii.gz", "sub-01_T2w_0000.nii.gz")]

@@ -12,6 +12,8 @@ from rayspine.io.store import (
     part_path,
     read_crops_zarr,
     read_mask_zarr,
+    refresh_root_group,
+    written_groups,
     write_crops_zarr,
     write_mask_zarr,
     write_parquet_atomic,
@@ -32,8 +34,78 @@ def test_mask_zarr_round_trip_is_lossless_and_ome(tmp_path):
     assert back.spacing == mask.spacing and back.origin == mask.origin and back.direction == mask.direction
     attrs = zarr.open_group(str(tmp_path / "masks.zarr" / "12_t1"), mode="r").attrs["ome"]
     assert attrs["version"] == "0.5" and "image-label" in attrs
-    assert attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [3.3, 0.6, 0.6251234567891234]
+    transforms = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+    assert transforms[0]["scale"] == [3.3, 0.6, 0.6251234567891234]
+    assert transforms[1]["translation"] == [1e-9, 7.0, -12.345678901234]  # z, y, x
+    assert {p["label-value"]: p["name"] for p in attrs["image-label"]["properties"]} == {1: "L5", 2: "L4", 201: "L5/S1", 202: "L4/L5"}
     assert not [p for p in (tmp_path / "masks.zarr").iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def _files(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_stores_are_zarr_v3_hierarchies_of_three_files_per_scan(tmp_path):
+    rng = np.random.default_rng(2)
+    for scan_id in ("a_t1", "b_t2"):
+        labels = np.where(rng.random((300, 140, 15)) > 0.7, 201, 0).astype(np.uint8)  # more than one 128-chunk per axis
+        write_mask_zarr(tmp_path / "masks.zarr", scan_id, Volume(labels, (0.5, 0.5, 3.0), (1.0, 2.0, 3.0)))
+        write_crops_zarr(tmp_path / "crops.zarr", scan_id, (rng.random((5, 8, 8, 8)) > 0.5).astype(np.uint8), [1, 2, 3, 4, 5])
+    for name in ("masks.zarr", "crops.zarr"):
+        root = tmp_path / name
+        assert refresh_root_group(root) == ["a_t1", "b_t2"]
+        group = zarr.open_group(str(root), mode="r")
+        assert sorted(group.group_keys()) == ["a_t1", "b_t2"]
+        assert group.attrs["rayspine"] == {"kind": name.split(".")[0], "scans": ["a_t1", "b_t2"]}
+        for scan_id in ("a_t1", "b_t2"):
+            assert len(_files(root / scan_id)) == 3, _files(root / scan_id)  # group + array metadata + one shard
+        assert not (tmp_path / f".{name}.staging").exists()
+    mask = zarr.open_group(str(tmp_path / "masks.zarr"), mode="r")["a_t1"]["0"]
+    assert mask.shape == (15, 140, 300) and mask.metadata.dimension_names == ("z", "y", "x")
+    assert mask.shards == (15, 256, 384)
+
+
+def test_a_half_written_scan_is_never_a_member(tmp_path, monkeypatch):
+    import rayspine.io.store as store
+
+    write_mask_zarr(tmp_path / "masks.zarr", "done", Volume(np.full((4, 4, 4), 201, np.uint8), (1.0, 1.0, 1.0)))
+
+    def crash(tmp, final):
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(store, "_publish", crash)
+    with pytest.raises(RuntimeError):
+        write_mask_zarr(tmp_path / "masks.zarr", "half", Volume(np.full((4, 4, 4), 201, np.uint8), (1.0, 1.0, 1.0)))
+    assert sorted(zarr.open_group(str(tmp_path / "masks.zarr"), mode="r").group_keys()) == ["done"]
+    assert written_groups(tmp_path / "masks.zarr") == {"done"}
+
+
+def test_reads_0_1_stores_without_a_root_group(tmp_path):
+    """0.1 wrote each scan as a group of its own, unsharded, under a plain folder."""
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:4, 1:4, 1:3] = 202
+    old = zarr.open_group(str(tmp_path / "masks.zarr" / "x_t1"), mode="w", zarr_format=3)
+    old.create_array("0", shape=labels.T.shape, dtype=np.uint8, chunks=labels.T.shape)[...] = labels.transpose(2, 1, 0)
+    old.attrs.update({"ome": {"version": "0.5"}, "rayspine": {"grid": Volume(labels, (1.0, 2.0, 3.0)).grid()}})
+    crops = zarr.open_group(str(tmp_path / "crops.zarr" / "x_t1"), mode="w", zarr_format=3)
+    crops.create_array("crops", shape=(1, 4, 4, 4), dtype=np.uint8, chunks=(1, 4, 4, 4))[...] = 1
+    crops.attrs["levels"] = [2]
+    assert np.array_equal(read_mask_zarr(tmp_path / "masks.zarr", "x_t1").voxels, labels)
+    assert read_crops_zarr(tmp_path / "crops.zarr", "x_t1")[1] == [2]
+    assert not (tmp_path / "masks.zarr" / "zarr.json").exists()
+    assert refresh_root_group(tmp_path / "masks.zarr") == ["x_t1"]  # now a hierarchy too
+    assert list(zarr.open_group(str(tmp_path / "masks.zarr"), mode="r").group_keys()) == ["x_t1"]
+
+
+def test_mask_metadata_is_valid_ome_zarr_0_5(tmp_path):
+    """Checked with ome-zarr-models (the OME-NGFF 0.5 metadata models), when installed."""
+    models = pytest.importorskip("ome_zarr_models.v05.image_label")
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:4, 1:4, 1:3] = 201
+    write_mask_zarr(tmp_path / "masks.zarr", "s", Volume(labels, (0.5, 0.6, 3.0), (-4.0, 5.0, 6.0)))
+    image = models.ImageLabel.from_zarr(zarr.open_group(str(tmp_path / "masks.zarr" / "s"), mode="r"))
+    transforms = image.attributes.ome.multiscales[0].datasets[0].coordinateTransformations
+    assert list(transforms[0].scale) == [3.0, 0.6, 0.5] and list(transforms[1].translation) == [6.0, 5.0, -4.0]
 
 
 def test_crops_round_trip(tmp_path):
@@ -72,3 +144,20 @@ def test_uri_inputs_and_outputs_are_staged(tmp_path, monkeypatch):
             (out / "partial.txt").write_text("x")
             raise RuntimeError("job failed")
     assert not (tmp_path / "bucket" / "failed" / "partial.txt").exists()  # nothing published on failure
+
+
+def test_ome_zarr_py_reads_a_mask_as_a_label_image_with_its_scale_and_origin(tmp_path):
+    """ome-zarr-py is the reader behind napari-ome-zarr: the mask must come out as a Label multiscale image."""
+    reader = pytest.importorskip("ome_zarr.reader")
+    from ome_zarr.io import parse_url
+
+    labels = np.zeros((30, 20, 10), np.uint8)
+    labels[5:20, 5:15, 2:5] = 201
+    labels[5:20, 5:15, 6:8] = 202
+    write_mask_zarr(tmp_path / "masks.zarr", "1_t2", Volume(labels, (0.6, 0.7, 3.3), (-10.0, 20.0, 30.0)))
+    (node,) = list(reader.Reader(parse_url(str(tmp_path / "masks.zarr" / "1_t2")))())
+    assert {type(s).__name__ for s in node.specs} == {"Label", "Multiscales"}
+    scale, translation = node.metadata["coordinateTransformations"][0]
+    assert scale["scale"] == [3.3, 0.7, 0.6] and translation["translation"] == [30.0, 20.0, -10.0]
+    assert node.metadata["properties"] == {201: {"name": "L5/S1"}, 202: {"name": "L4/L5"}}
+    assert np.array_equal(np.asarray(node.data[0]), labels.transpose(2, 1, 0))

@@ -10,18 +10,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import SHARED_DATA, require
 from tests.phantoms import spine_phantom
 from rayspine.config import Config
+from rayspine.io.labels import SCHEMES
 from rayspine.io.scans import write_scan
 from rayspine.io.store import part_path, read_crops_zarr
 from rayspine.measure.geometry import measure_disc
 from rayspine.measure.command import run_measure
 from rayspine.measure.scan import measure_mask
-from rayspine.schema import geometry_columns, DiscStatus, ScanStatus
+from rayspine.schema import DISC_LABEL_OFFSET, DiscStatus, ScanStatus, geometry_columns, is_disc_label
 from rayspine.volume import Volume
 
 CFG = Config()
 SPACING = (1.0, 1.0, 1.0)
+REAL_MASKS = SHARED_DATA / "ribeirao_ivd_masks" / "masks"
 RUN_DEPENDENT = ["seconds_load", "seconds_segment", "seconds_measure", "seconds_encode", "node_id"]
 
 
@@ -223,4 +226,117 @@ def test_run_measure_folder_of_masks_with_bad_input(tmp_path, labels, ray_local)
     written = {p.name for p in (out / "parts" / "scans").iterdir()}
     assert "a.parquet" in written and len(written) == len(scans)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "out"]  # nothing beside OUT
-    assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a"}
+    assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a", "zarr.json"}  # the root group and one scan
+    assert not (out / ".crops.zarr.staging").exists()  # staging removed when the run finished
+
+
+# --- label schemes (issue 17) ---------------------------------------------------------------------
+def _labels_of(scheme: str) -> dict[int, int]:
+    """SPIDER level -> the label ``scheme`` gives that disc in a spine of 5 lumbar, 12 thoracic vertebrae."""
+    s = SCHEMES[scheme]
+    return {level: label for label, (level, _) in sorted(s.discs.items(), reverse=True) if label not in s.transitional}
+
+
+def _written_in(spider: np.ndarray, scheme: str) -> np.ndarray:
+    """The discs of a SPIDER mask (other structures dropped) written in ``scheme``'s labels."""
+    levels = np.where(is_disc_label(spider), spider.astype(np.int64) - DISC_LABEL_OFFSET, 0)
+    if scheme == "binary":
+        return (levels > 0).astype(np.uint8)
+    if scheme == "instances":  # any numbers, in no particular order
+        lut = np.array([0, 17, 3, 250, 42, 9, 77, 120, 5], np.uint8)
+    else:
+        lut = np.zeros(levels.max() + 1, np.uint16)
+        for level, label in _labels_of(scheme).items():
+            if level < len(lut):
+                lut[level] = label
+    return lut[levels]
+
+
+SCHEME_CASES = [("spider", "spider"), ("spineps", "spineps"), ("totalspineseg", "totalspineseg"),
+                ("totalspineseg-legacy", "totalspineseg-legacy"), ("instances", "instances"), ("binary", "binary"),
+                ("spineps", "auto"), ("totalspineseg", "auto"), ("binary", None)]  # fmt: skip
+
+
+def _same_discs_in_every_scheme(spider_mask: Volume) -> None:
+    reference = measure_mask(spider_mask, CFG)
+    assert reference.status == ScanStatus.OK and len(reference.rows) >= 4
+    expected = pd.DataFrame(reference.rows).set_index("level")
+    assert list(expected["level_name"]) == ["L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2"][: len(expected)]
+    for written, read_as in SCHEME_CASES:
+        mask = spider_mask.with_voxels(_written_in(spider_mask.voxels, written))
+        measured = measure_mask(mask, CFG, binary=read_as is None, scheme=read_as)
+        assert measured.status == ScanStatus.OK, (written, read_as, measured.message)
+        got = pd.DataFrame(measured.rows).set_index("level")
+        pd.testing.assert_frame_equal(got[geometry_columns()], expected[geometry_columns()], obj=f"{written} read as {read_as}")
+        assert list(got["level_name"]) == list(expected["level_name"]) and not got["transitional"].any()
+        np.testing.assert_array_equal(measured.labels, reference.labels)
+
+
+def test_same_discs_give_the_same_rows_in_every_scheme_synth(tmp_path_factory):
+    from rayspine.io.scans import read_scan
+    from rayspine.synth import synthesize_archive
+
+    root = tmp_path_factory.mktemp("synth")
+    synthesize_archive(root, patients=2, sites=1, seed=3, size="small")
+    for path in sorted((root / "masks").glob("*.mha")):
+        _same_discs_in_every_scheme(read_scan(path, check_voxels=False))
+
+
+@pytest.mark.parametrize("subject", ["subject_01", "subject_13"])
+def test_same_discs_give_the_same_rows_in_every_scheme_real(subject):
+    """Real manual masks (0.43 x 0.43 x 4.4 mm, oblique to LPS: 'instances' must count along the patient's axis)."""
+    from rayspine.io.scans import read_scan
+
+    _same_discs_in_every_scheme(read_scan(require(REAL_MASKS / f"{subject}.nii.gz"), check_voxels=False))
+
+
+def test_transitional_spine_keeps_its_names_and_is_flagged(labels):
+    """SPINEPS with six lumbar vertebrae: 125 = L6/S1 is level 1, 124 = L5/L6 level 2 (flagged, not renamed)."""
+    spider = Volume(labels, SPACING)
+    six_lumbar = {1: 125, 2: 124, 3: 123, 4: 122, 5: 121}
+    written = np.zeros(labels.shape, np.uint8)
+    for level, label in six_lumbar.items():
+        written[labels == DISC_LABEL_OFFSET + level] = label
+    written[(labels == 3)] = 25  # the L6 vertebra itself
+    measured = measure_mask(spider.with_voxels(written), CFG, scheme="spineps")
+    rows = pd.DataFrame(measured.rows).set_index("level")
+    assert list(rows["level_name"]) == ["L6/S1", "L5/L6", "L4/L5", "L3/L4", "L2/L3"]
+    assert rows["transitional"].all() and "transitional anatomy" in measured.message
+    pd.testing.assert_frame_equal(rows[geometry_columns()], _geometry(measure_mask(spider, CFG)))
+
+
+def test_a_mask_in_the_wrong_scheme_is_a_status_naming_the_scheme_that_fits(labels):
+    spineps = Volume(_written_in(labels, "spineps"), SPACING)
+    for scheme in (None, "spider", "totalspineseg"):  # None: the default reading, SPIDER labels
+        measured = measure_mask(spineps, CFG, scheme=scheme)
+        assert measured.status == ScanStatus.BAD_LABELS and measured.rows == []
+        assert "It fits scheme 'spineps'" in measured.message, measured.message
+    legacy_or_spider = Volume(_written_in(labels, "spider"), SPACING)  # discs 201..205 only: legacy TSS reads them too
+    measured = measure_mask(legacy_or_spider, CFG, scheme="auto")
+    assert measured.status == ScanStatus.BAD_LABELS and "'spider', 'totalspineseg-legacy'" in measured.message
+    assert measure_mask(legacy_or_spider, CFG).status == ScanStatus.OK  # the default reads SPIDER, as before
+
+
+def test_run_measure_reads_spineps_masks_with_their_names_like_spider(tmp_path, labels, ray_local):
+    spider, spineps = tmp_path / "spider", tmp_path / "spineps"
+    write_scan(Volume(labels, SPACING), spider / "masks" / "7_t2.mha")
+    write_scan(Volume(_written_in(labels, "spineps"), SPACING), spineps / "masks" / "7_t2.mha")
+    a = run_measure(spider, tmp_path / "a", CFG)
+    b = run_measure(spineps, tmp_path / "b", CFG, scheme="spineps")
+    pd.testing.assert_frame_equal(_stable(a), _stable(b))
+    assert list(b["level_name"]) == ["L5/S1", "L4/L5", "L3/L4", "L2/L3", "L1/L2"]
+    refused = run_measure(spineps, tmp_path / "c", CFG)  # read as SPIDER: a status, not a crash
+    scans = pd.read_parquet(tmp_path / "c" / "scans.parquet")
+    assert len(refused) == 0 and scans.status.tolist() == [ScanStatus.BAD_LABELS] and "spineps" in scans.message[0]
+    with pytest.raises(FileExistsError, match="label scheme"):  # a resume must not mix two readings
+        run_measure(spineps, tmp_path / "b", CFG, scheme="totalspineseg")
+    with pytest.raises(ValueError, match="unknown label scheme"):
+        run_measure(spineps, tmp_path / "d", CFG, scheme="nnunet")
+
+
+@pytest.mark.slow
+def test_same_discs_give_the_same_rows_in_every_scheme_all_real_masks():
+    from rayspine.io.scans import read_scan
+
+    for path in sorted(require(REAL_MASKS).glob("*.nii.gz")):
+        _same_discs_in_every_scheme(read_scan(path, check_voxels=False))
