@@ -45,6 +45,21 @@ class DiscConfig:
     # A binary component larger than this multiple of the median disc volume is flagged as possibly
     # two discs touching (we never split silently).
     merged_volume_ratio: float = 1.8
+    # Levels of a binary mask (measure.instances): discs form a chain up the spine, each step between
+    # neighbours running along their normals (within this angle) and about one disc-plus-vertebra long.
+    chain_max_angle_deg: float = 35.0
+    # The lowest piece of the chain is a sacral disc remnant (no level) when it is this small against the
+    # discs above it, in volume and in lateral width; a full-width but thin one is a doubt (sacralised L5?).
+    remnant_volume_fraction: float = 0.4
+    remnant_width_fraction: float = 0.8
+    # A disc whose level_confidence is below this makes its scan ``level_uncertain`` and is joined to no
+    # narrowing grade, unless ``join_uncertain_levels`` (the user vouches for the numbering).
+    min_level_confidence: float = 0.5
+    join_uncertain_levels: bool = False
+
+    def join_threshold(self) -> float:
+        """The level_confidence a disc needs to be joined to a narrowing grade."""
+        return 0.0 if self.join_uncertain_levels else self.min_level_confidence
 
 
 @dataclass(frozen=True)

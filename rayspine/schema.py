@@ -40,6 +40,10 @@ class ScanStatus:
     BAD_ID = "bad_id"  # scan id unusable as a storage key, or duplicated
     GRID_MISMATCH = "grid_mismatch"  # image and mask grids disagree
     NO_DISCS = "no_discs"
+    # Measured, but the numbering of its discs is doubtful (a transitional level, a merged or missed
+    # disc): each disc's level_confidence says which; those below DiscConfig.min_level_confidence are
+    # joined to no narrowing grade unless DiscConfig.join_uncertain_levels.
+    LEVEL_UNCERTAIN = "level_uncertain"
 
 
 class DiscStatus:
@@ -114,6 +118,7 @@ def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) ->
         pa.field("patient_id", pa.string()),
         pa.field("site", pa.string()),
         pa.field("level", pa.int32(), nullable=False),
+        pa.field("level_confidence", pa.float32()),  # 0..1, how sure the level is (1 for labelled masks)
         pa.field("status", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         *_geometry_fields(),

@@ -69,7 +69,7 @@ def run_pipeline(
 
     metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
     gradings = Path(labels) if labels else Path(archive) / "radiological_gradings.csv"
-    scans, discs = finish_tables(out, stages.latent_dim(ae_dir), metadata, load_narrowing(gradings))
+    scans, discs = finish_tables(out, stages.latent_dim(ae_dir), metadata, load_narrowing(gradings), cfg.discs.join_threshold())
     summary = summarise(scans, discs, seconds, out)
     if report:
         from ..report.html import write_report
