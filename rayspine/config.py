@@ -74,7 +74,12 @@ class SegConfig:
     patience: int = 15  # early stop after this many epochs without validation IoU gain (paper)
     bce_weight: float = 1.0  # BCE + Dice, equal weights (paper)
     dice_weight: float = 1.0
-    test_fraction: float = 0.2  # by patient, when no test site is named
+    # Fewer labelled patients than this (and no test site): k-fold cross-validation by patient, as
+    # nnU-Net does; the test figures are out-of-fold, and the model shipped is a final fit on every
+    # patient for the epochs the folds chose. 0: always one train / val / test split.
+    cv_below_patients: int = 20
+    cv_folds: int = 5  # at most one per patient
+    test_fraction: float = 0.2  # by patient, when no test site is named and there is no cross-validation
     val_fraction: float = 0.2  # of the non-test patients, for early stopping
     samples_per_scan: int = 4  # random patches per scan and epoch, centred on discs 3 times in 4
     # Random zoom (1 +- scale) and sagittal tilt on half the training patches (0: none). On real T2,

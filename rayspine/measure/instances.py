@@ -53,9 +53,11 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
 
     SPIDER labels: each label's largest connected piece is the disc; smaller pieces are dropped and the
     disc is flagged ``fragments_dropped``; a label smaller than ``cfg.min_fragment_mm3`` altogether is
-    reported ``too_small`` with no mask. Binary: connected components, levels counted from the bottom;
-    components below ``cfg.min_fragment_mm3``, or below ``cfg.min_fraction_of_largest`` of the largest
-    component, are dropped and the nearest disc is flagged; a component more than
+    reported ``too_small`` with no mask (level_confidence 1: the labels carry the level). Binary:
+    connected components; components below ``cfg.min_fragment_mm3``, or below
+    ``cfg.min_fraction_of_largest`` of the largest component, are dropped and the nearest disc is
+    flagged; the rest are numbered along the chain of discs (``number_chain``: pieces off it and a
+    sacral remnant take no level), each with its ``level_confidence``; a component more than
     ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged`` (two discs
     touching?), never split.
     """
