@@ -45,6 +45,21 @@ class DiscConfig:
     # A binary component larger than this multiple of the median disc volume is flagged as possibly
     # two discs touching (we never split silently).
     merged_volume_ratio: float = 1.8
+    # Levels of a binary mask (measure.instances): discs form a chain up the spine, each step between
+    # neighbours running along their normals (within this angle) and about one disc-plus-vertebra long.
+    chain_max_angle_deg: float = 35.0
+    # The lowest piece of the chain is a sacral disc remnant (no level) when it is this small against the
+    # discs above it, in volume and in lateral width; a full-width but thin one is a doubt (sacralised L5?).
+    remnant_volume_fraction: float = 0.4
+    remnant_width_fraction: float = 0.8
+    # A disc whose level_confidence is below this makes its scan ``level_uncertain`` and is joined to no
+    # narrowing grade, unless ``join_uncertain_levels`` (the user vouches for the numbering).
+    min_level_confidence: float = 0.5
+    join_uncertain_levels: bool = False
+
+    def join_threshold(self) -> float:
+        """The level_confidence a disc needs to be joined to a narrowing grade."""
+        return 0.0 if self.join_uncertain_levels else self.min_level_confidence
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,12 @@ class SegConfig:
     patience: int = 15  # early stop after this many epochs without validation IoU gain (paper)
     bce_weight: float = 1.0  # BCE + Dice, equal weights (paper)
     dice_weight: float = 1.0
-    test_fraction: float = 0.2  # by patient, when no test site is named
+    # Fewer labelled patients than this (and no test site): k-fold cross-validation by patient, as
+    # nnU-Net does; the test figures are out-of-fold, and the model shipped is a final fit on every
+    # patient for the epochs the folds chose. 0: always one train / val / test split.
+    cv_below_patients: int = 20
+    cv_folds: int = 5  # at most one per patient
+    test_fraction: float = 0.2  # by patient, when no test site is named and there is no cross-validation
     val_fraction: float = 0.2  # of the non-test patients, for early stopping
     samples_per_scan: int = 4  # random patches per scan and epoch, centred on discs 3 times in 4
     # Random zoom (1 +- scale) and sagittal tilt on half the training patches (0: none). On real T2,

@@ -41,6 +41,10 @@ class ScanStatus:
     GRID_MISMATCH = "grid_mismatch"  # image and mask grids disagree
     BAD_LABELS = "bad_labels"  # mask labels that do not fit the label scheme it is read with (io.labels)
     NO_DISCS = "no_discs"
+    # Measured, but the numbering of its discs is doubtful (a transitional level, a merged or missed
+    # disc): each disc's level_confidence says which; those below DiscConfig.min_level_confidence are
+    # joined to no narrowing grade unless DiscConfig.join_uncertain_levels.
+    LEVEL_UNCERTAIN = "level_uncertain"
 
 
 class DiscStatus:
@@ -119,6 +123,7 @@ def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) ->
         # segmenter gave it ('L6/S1' at level 1) and ``transitional`` true: levels always count from the bottom.
         pa.field("level_name", pa.string()),
         pa.field("transitional", pa.bool_()),
+        pa.field("level_confidence", pa.float32()),  # 0..1, how sure the level is (1 for labelled masks)
         pa.field("status", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         *_geometry_fields(),

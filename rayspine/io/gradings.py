@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..config import DiscConfig
 from ..schema import LABEL_COLUMN
 
 GRADINGS_COLUMNS = {
@@ -52,15 +53,20 @@ def load_narrowing(path: str | Path | None) -> pd.DataFrame | None:
     return narrowing_labels(read_gradings(path)) if path is not None and Path(path).is_file() else None
 
 
-def join_narrowing(discs: pd.DataFrame, labels: pd.DataFrame | None) -> pd.Series:
+def join_narrowing(discs: pd.DataFrame, labels: pd.DataFrame | None, min_level_confidence: float = DiscConfig().min_level_confidence) -> pd.Series:
     """The ``disc_narrowing`` grade of each row of ``discs`` (by ``patient_id, level``), null when ungraded.
 
     ``labels`` holds ``patient_id, level, disc_narrowing`` (``narrowing_labels``), one row per disc;
-    None gives an all-null column. The result is aligned with ``discs``' index.
+    None gives an all-null column. The result is aligned with ``discs``' index. A disc whose
+    ``level_confidence`` is below ``min_level_confidence`` gets no grade: joined by a doubtful level it
+    would carry another disc's (pass 0 when the user vouches for the numbering).
     """
     if labels is None or not len(discs):
         return pd.Series(pd.array([None] * len(discs), dtype="Int8"), index=discs.index, name=LABEL_COLUMN)
     labels = labels[["patient_id", "level", LABEL_COLUMN]].astype({"patient_id": str, "level": int})
     keys = pd.DataFrame({"patient_id": discs["patient_id"].astype(str).to_numpy(), "level": discs["level"].astype(int).to_numpy()})
     joined = keys.merge(labels, on=["patient_id", "level"], how="left", validate="many_to_one")
-    return pd.Series(joined[LABEL_COLUMN].astype("Int8").to_numpy(), index=discs.index, name=LABEL_COLUMN)
+    grades = pd.Series(joined[LABEL_COLUMN].astype("Int8").to_numpy(), index=discs.index, name=LABEL_COLUMN)
+    if "level_confidence" in discs:
+        grades[discs["level_confidence"].fillna(1.0).to_numpy() < min_level_confidence] = pd.NA
+    return grades

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..config import DiscConfig
 from ..schema import LABEL_COLUMN, SCANS_SCHEMA, ScanStatus, discs_schema, latent_columns
 from .gradings import join_narrowing
 from .store import completed_parts, consolidate_parts, part_path, write_json_atomic, write_parquet_atomic
@@ -119,14 +120,17 @@ def write_scan_parts(out: Path, scan: dict, disc_rows: list[dict], latent: np.nd
     write_parquet_atomic(pa.Table.from_pylist([row], schema=SCANS_SCHEMA), part_path(out, "scans", key))
 
 
-def finish_tables(out: Path, latent_dim: int, metadata: dict[str, str], labels: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``scans.parquet`` and ``discs.parquet`` from the parts, the narrowing grades joined; both returned."""
+def finish_tables(
+    out: Path, latent_dim: int, metadata: dict[str, str], labels: pd.DataFrame | None, min_level_confidence: float = DiscConfig().min_level_confidence
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``scans.parquet`` and ``discs.parquet`` from the parts, the narrowing grades joined (not to discs
+    whose level is doubtful: ``io.gradings.join_narrowing``); both returned."""
     out = Path(out)
     scans = consolidate_parts(out, "scans", SCANS_SCHEMA.with_metadata(metadata)).to_pandas()
     schema = discs_schema(latent_dim, metadata)
     discs = consolidate_parts(out, "discs", schema).to_pandas()
     if labels is not None:
-        discs[LABEL_COLUMN] = join_narrowing(discs, labels)
+        discs[LABEL_COLUMN] = join_narrowing(discs, labels, min_level_confidence)
         table = pa.Table.from_pandas(discs, schema=schema.remove_metadata(), preserve_index=False).replace_schema_metadata(schema.metadata)
         write_parquet_atomic(table, out / "discs.parquet")
     return scans, discs

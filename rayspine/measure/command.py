@@ -86,7 +86,7 @@ def run_measure(
         _run_tasks(todo, out, cfg, log_every, scheme)
     gradings = Path(labels) if labels is not None else masks_root / "radiological_gradings.csv"
     metadata = {"config": cfg.digest(), "labels": str(gradings) if gradings.is_file() else ""}
-    _, discs = finish_tables(out, 0, metadata, load_narrowing(gradings))
+    _, discs = finish_tables(out, 0, metadata, load_narrowing(gradings), cfg.discs.join_threshold())
     refresh_root_group(out / "crops.zarr")
     return discs
 

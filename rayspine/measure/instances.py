@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from ..config import DiscConfig
 from ..schema import DISC_LABEL_OFFSET, DiscStatus, is_disc_label
+from .geometry import disc_frame, disc_moments
 
 Spacing = tuple[float, float, float]
 # 26-connectivity: on 3-4 mm slices a tilted disc touches its neighbouring slice only along edges or
@@ -29,6 +30,7 @@ class DiscInstance:
     status: str = DiscStatus.OK
     message: str = ""
     volume_mm3: float = 0.0
+    level_confidence: float = 1.0  # 0..1: how sure the numbering is (1 for SPIDER labels, which carry it)
 
     def full_mask(self, shape) -> np.ndarray:
         """The disc as a boolean array of the input's ``shape``."""
@@ -51,16 +53,18 @@ def disc_instances(labels: np.ndarray, spacing: Spacing, cfg: DiscConfig = DiscC
 
     SPIDER labels: each label's largest connected piece is the disc; smaller pieces are dropped and the
     disc is flagged ``fragments_dropped``; a label smaller than ``cfg.min_fragment_mm3`` altogether is
-    reported ``too_small`` with no mask. Binary: connected components, levels counted from the bottom;
-    components below ``cfg.min_fragment_mm3``, or below ``cfg.min_fraction_of_largest`` of the largest
-    component, are dropped and the nearest disc is flagged; a component more than
+    reported ``too_small`` with no mask (level_confidence 1: the labels carry the level). Binary:
+    connected components; components below ``cfg.min_fragment_mm3``, or below
+    ``cfg.min_fraction_of_largest`` of the largest component, are dropped and the nearest disc is
+    flagged; the rest are numbered along the chain of discs (``number_chain``: pieces off it and a
+    sacral remnant take no level), each with its ``level_confidence``; a component more than
     ``cfg.merged_volume_ratio`` times the median of the others is flagged ``possibly_merged`` (two discs
     touching?), never split.
     """
     labels = np.asarray(labels)
     voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))
     if binary:
-        return _binary_instances(labels != 0, voxel_mm3, cfg)
+        return _binary_instances(labels != 0, tuple(float(s) for s in spacing), cfg)
     return _label_instances(labels, voxel_mm3, cfg)
 
 
@@ -98,9 +102,10 @@ def _label_instances(labels: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> l
     return sorted(instances, key=lambda d: d.level)
 
 
-def _binary_instances(mask: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> list[DiscInstance]:
+def _binary_instances(mask: np.ndarray, spacing: Spacing, cfg: DiscConfig) -> list[DiscInstance]:
     if not mask.any():
         return []
+    voxel_mm3 = float(np.prod(np.asarray(spacing, dtype=float)))
     components, n = ndimage.label(mask, structure=CONNECTIVITY)
     sizes = np.bincount(components.ravel())[1:]
     boxes = ndimage.find_objects(components)
@@ -108,31 +113,174 @@ def _binary_instances(mask: np.ndarray, voxel_mm3: float, cfg: DiscConfig) -> li
     kept = [i for i in range(n) if sizes[i] * voxel_mm3 >= cfg.min_fragment_mm3]
     if not kept:
         return []
-    # A piece far smaller than the largest disc is not a disc of this spine (a sacral disc remnant,
-    # a vessel, bowel): kept, it would take a level and shift the level of every disc above it.
+    # A piece far smaller than the largest disc is not a disc of this spine (a speck, a vessel).
     largest = max(sizes[i] for i in kept)
     kept = [i for i in kept if sizes[i] >= cfg.min_fraction_of_largest * largest]
-    kept.sort(key=lambda i: (centres[i, 2], centres[i, 1], centres[i, 0]))  # from the bottom
-    instances = {i: _instance(rank + 1, boxes[i], components[boxes[i]] == i + 1, sizes[i] * voxel_mm3) for rank, i in enumerate(kept)}
-    volumes = np.array([sizes[i] for i in kept], dtype=float)
-    for k, i in enumerate(kept):
+    pieces = {i: piece_shape(components[boxes[i]] == i + 1, spacing, boxes[i]) for i in kept}
+    numbering = number_chain(pieces, cfg)
+    off_chain = {i for i in kept if i not in numbering.levels}
+    instances = {
+        i: _instance(level, boxes[i], components[boxes[i]] == i + 1, sizes[i] * voxel_mm3, numbering.confidence[i])
+        for i, level in numbering.levels.items()
+    }
+    chain = sorted(instances, key=lambda i: instances[i].level)
+    if not chain:
+        return []
+    volumes = np.array([sizes[i] for i in chain], dtype=float)
+    for k, i in enumerate(chain):
         others = np.delete(volumes, k)
         if len(others) and volumes[k] > cfg.merged_volume_ratio * float(np.median(others)):
             ratio = volumes[k] / float(np.median(others))
             _flag(instances[i], DiscStatus.POSSIBLY_MERGED, f"{ratio:.1f}x the median volume of the other discs: two discs touching?")
-    # Small pieces: reported on the nearest disc (most likely its broken-off edges), one note per disc.
-    dropped: dict[int, list[int]] = {}
+    for i, note in numbering.notes.items():
+        _flag(instances[i], instances[i].status, note)
+    # Pieces that take no level: reported on the nearest disc, one note per disc and kind.
+    dropped: dict[tuple[int, str], list[int]] = {}
     for i in (i for i in range(n) if i not in instances):
-        nearest = min(kept, key=lambda j: float(np.sum((centres[j] - centres[i]) ** 2)))
-        dropped.setdefault(nearest, []).append(i)
-    for j, pieces in dropped.items():
-        total = float(sum(sizes[i] for i in pieces)) * voxel_mm3
-        _flag(instances[j], DiscStatus.FRAGMENTS_DROPPED, f"dropped {len(pieces)} fragment(s) nearby, {total:.0f} mm3")
-    return [instances[i] for i in kept]
+        nearest = min(chain, key=lambda j: float(np.sum((centres[j] - centres[i]) ** 2)))
+        why = numbering.dropped.get(i, "off the spine's chain of discs" if i in off_chain else "fragment(s) nearby")
+        dropped.setdefault((nearest, why), []).append(i)
+    for (j, why), group in dropped.items():
+        total = float(sum(sizes[i] for i in group)) * voxel_mm3
+        _flag(instances[j], DiscStatus.FRAGMENTS_DROPPED, f"dropped {len(group)} piece(s), {why}, {total:.0f} mm3")
+    return [instances[i] for i in chain]
 
 
-def _instance(level: int, box, mask: np.ndarray, volume: float) -> DiscInstance:
-    return DiscInstance(level=level, bbox=tuple(box), mask=mask, volume_mm3=float(volume))
+@dataclass(frozen=True)
+class PieceShape:
+    """What the numbering needs of a connected piece: where it is, which way it faces, how big it is."""
+
+    centre: np.ndarray  # mm, in the array's LPS frame
+    normal: np.ndarray  # unit, pointing superior
+    volume_mm3: float
+    height_mm: float  # volume / outline area, as measure.geometry defines it
+    lateral_mm: float
+    sagittal_deg: float  # the normal's tilt towards anterior: largest at L5/S1 in a lordotic spine
+
+
+def piece_shape(piece: np.ndarray, spacing: Spacing, box=None) -> PieceShape:
+    """The shape of one boolean piece (in its bounding ``box`` of the whole array, if given)."""
+    n, centre, cov = disc_moments(piece, spacing)
+    variances, rotation = disc_frame(cov)
+    normal = rotation[:, 2] if rotation[2, 2] >= 0 else -rotation[:, 2]
+    lateral, ap = (4.0 * np.sqrt(max(v, 0.0)) for v in variances[:2])
+    volume = n * float(np.prod(spacing))
+    if box is not None:
+        centre = centre + np.array([s.start for s in box]) * np.asarray(spacing, float)
+    height = volume / (np.pi / 4.0 * lateral * ap) if lateral * ap > 0 else 0.0
+    sagittal = float(np.degrees(np.arctan2(-normal[1], normal[2])))
+    return PieceShape(centre, normal, volume, float(height), float(lateral), sagittal)
+
+
+@dataclass
+class Numbering:
+    levels: dict  # piece -> level (1 = the lowest disc of the spine, SPIDER's "IVD label")
+    confidence: dict  # piece -> level_confidence, 0..1
+    notes: dict  # piece -> why its level is doubtful
+    dropped: dict  # piece -> why it takes no level (when not just "off the chain")
+
+
+def number_chain(pieces: dict[int, PieceShape], cfg: DiscConfig) -> Numbering:
+    """Levels for the pieces of a binary mask: the discs are the longest chain up the spine, numbered
+    from the disc on the sacrum.
+
+    A link joins two pieces when the step between their centres runs along both their normals (within
+    ``cfg.chain_max_angle_deg``: the column is perpendicular to its discs) and is about a whole number of
+    typical steps long (a disc and a vertebra; two or three when discs were missed between). Pieces
+    off the longest chain (behind the sacrum, bowel, vessels) take no level. The chain's lowest piece is
+    then judged by what a disc says of itself: a sacral remnant is small and narrow and is dropped; a
+    full disc is L5/S1, and it should be the most tilted (lordosis). Each level carries a confidence,
+    the product of the anchor's and of every step's below it.
+    """
+    out = Numbering({}, {}, {}, {})
+    if not pieces:
+        return out
+    order = sorted(pieces, key=lambda i: pieces[i].centre[2])
+    max_cos = np.cos(np.radians(cfg.chain_max_angle_deg))
+
+    def along(i, j) -> float:  # the step's length when it runs along both normals, else 0
+        step = pieces[j].centre - pieces[i].centre
+        length = float(np.linalg.norm(step))
+        if length == 0 or step[2] <= 0:
+            return 0.0
+        ok = min(abs(step @ pieces[i].normal), abs(step @ pieces[j].normal)) / length >= max_cos
+        return length if ok else 0.0
+
+    lengths = {(i, j): along(i, j) for a, i in enumerate(order) for j in order[a + 1 :]}
+    nearest = [min((v for (a, _), v in lengths.items() if a == i and v > 0), default=0.0) for i in order]
+    nearest = [v for v in nearest if v > 0]
+    if not nearest:  # one piece, or nothing in line: the largest is a disc of unknown level
+        best = max(pieces, key=lambda i: pieces[i].volume_mm3)
+        out.levels[best], out.confidence[best] = 1, 0.0
+        out.notes[best] = "level unknown: no other disc in line with it"
+        return out
+    typical = float(np.median(nearest))
+
+    def steps(length: float) -> tuple[int, float]:  # (levels the step spans, its confidence)
+        ratio = length / typical
+        k = int(np.floor(ratio + 0.45))  # halfway (a merged piece's centre) counts the lower level
+        if length == 0 or not 1 <= k <= 3 or ratio < 0.55:
+            return 0, 0.0
+        # Real steps differ by up to ~15 % along one spine: within 0.2 of a whole number is sure,
+        # from 0.4 on nothing is (each missed disc costs a little more).
+        confidence = float(np.clip((0.4 - abs(ratio - k)) / 0.2, 0.0, 1.0)) * (0.9 ** (k - 1))
+        return k, confidence
+
+    # Longest chain from the bottom (most pieces, then most volume): dynamic programming in z order.
+    best: dict[int, tuple[int, float, int | None]] = {}
+    for j in order:
+        best[j] = (1, pieces[j].volume_mm3, None)
+        for i in order:
+            if i == j or pieces[i].centre[2] >= pieces[j].centre[2]:
+                continue
+            k, _ = steps(lengths.get((i, j), 0.0))
+            if k:
+                candidate = (best[i][0] + 1, best[i][1] + pieces[j].volume_mm3, i)
+                if candidate[:2] > best[j][:2]:
+                    best[j] = candidate
+    chain = [max(best, key=lambda j: best[j][:2])]
+    while best[chain[-1]][2] is not None:
+        chain.append(best[chain[-1]][2])
+    chain.reverse()  # bottom first
+
+    # The anchor: the lowest piece of the chain, judged against the discs above it.
+    anchor_confidence, note = 1.0, ""
+    above = chain[1:] if len(chain) >= 3 else chain
+    ref_volume = float(np.median([pieces[i].volume_mm3 for i in above]))
+    ref_width = float(np.median([pieces[i].lateral_mm for i in above]))
+    ref_height = float(np.median([pieces[i].height_mm for i in above]))
+    low = pieces[chain[0]]
+    small = low.volume_mm3 < cfg.remnant_volume_fraction * ref_volume
+    narrow = low.lateral_mm < cfg.remnant_width_fraction * ref_width
+    if len(chain) >= 3 and small and narrow:
+        out.dropped[chain[0]] = f"a sacral disc remnant below L5/S1 ({low.volume_mm3 / ref_volume:.0%} of a disc's volume)"
+        chain = chain[1:]
+        low = pieces[chain[0]]
+    if low.volume_mm3 < 0.55 * ref_volume or low.height_mm < 0.55 * ref_height:
+        anchor_confidence = 0.3
+        note = f"lowest disc {low.volume_mm3 / ref_volume:.0%} of the others' volume, {low.height_mm / ref_height:.0%} of their height: a transitional (sacralised) level or a remnant?"
+    elif len(chain) >= 2 and low.sagittal_deg < pieces[chain[1]].sagittal_deg - 5.0:
+        anchor_confidence = 0.4
+        note = f"lowest disc tilted {low.sagittal_deg:.0f} deg, less than the one above ({pieces[chain[1]].sagittal_deg:.0f} deg): is L5/S1 in the scan?"
+    if len(chain) == 1:
+        anchor_confidence, note = 0.0, "level unknown: one disc only"
+
+    level, confidence = 1, anchor_confidence
+    for a, i in enumerate(chain):
+        if a:
+            k, step_confidence = steps(lengths[(chain[a - 1], i)])
+            level += k
+            confidence *= step_confidence
+            if step_confidence < 1.0 and not note:
+                note = f"step below level {level} is {lengths[(chain[a - 1], i)] / typical:.2f} typical steps"
+        out.levels[i], out.confidence[i] = level, round(float(confidence), 3)
+        if confidence < cfg.min_level_confidence and note:
+            out.notes[i] = f"level uncertain: {note}"
+    return out
+
+
+def _instance(level: int, box, mask: np.ndarray, volume: float, confidence: float = 1.0) -> DiscInstance:
+    return DiscInstance(level=level, bbox=tuple(box), mask=mask, volume_mm3=float(volume), level_confidence=float(confidence))
 
 
 # Which flag a disc shows when it has several (the most serious first); all messages are kept.

@@ -22,7 +22,7 @@ from .instances import disc_instances, worst_status
 
 @dataclass
 class MeasuredScan:
-    rows: list[dict]  # one per disc: level, status, message, geometry columns, crop_index (-1: no crop)
+    rows: list[dict]  # one per disc: level, level_confidence, status, message, geometry columns, crop_index (-1: no crop)
     crops: np.ndarray  # (n, s, s, s) uint8, row i is the disc at levels[i]
     levels: list[int]
     status: str = ScanStatus.OK
@@ -67,8 +67,8 @@ def measure_mask(mask: Volume, cfg: Config = Config(), binary: bool = False, sch
     labelled = np.zeros(oriented.shape, np.uint8)
     for disc in instances:
         name, transitional = names.get(disc.level, (_nominal(disc.level), False))
-        row = {"level": disc.level, "level_name": name, "transitional": transitional, "status": disc.status, "message": disc.message,
-               **{k: math.nan for k in geometry_columns()}, "crop_index": -1}  # fmt: skip
+        row = {"level": disc.level, "level_name": name, "transitional": transitional, "level_confidence": disc.level_confidence,
+               "status": disc.status, "message": disc.message, **{k: math.nan for k in geometry_columns()}, "crop_index": -1}  # fmt: skip
         if disc.mask is not None:
             row.update(geometry.measure_disc(disc.mask, spacing, oriented.direction))
             labelled[disc.bbox][disc.mask] = disc_label(disc.level)
@@ -90,6 +90,10 @@ def measure_mask(mask: Volume, cfg: Config = Config(), binary: bool = False, sch
         status, message = ScanStatus.NO_DISCS, "no disc found" + (f" ({'; '.join(flagged)})" if flagged else "")
     else:
         status, message = ScanStatus.OK, "; ".join(flagged)
+        doubtful = [r["level"] for r in rows if r["level_confidence"] < cfg.discs.min_level_confidence]
+        if doubtful:
+            status = ScanStatus.LEVEL_UNCERTAIN
+            message = f"levels uncertain from level {min(doubtful)} up; " + message
     stacked = np.stack(crops) if crops else empty
     return MeasuredScan(rows, stacked, levels, status, message, _to_input_grid(labelled, mask))
 

@@ -70,7 +70,7 @@ def run_pipeline(
 
     metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
     gradings = Path(labels) if labels else Path(archive) / "radiological_gradings.csv"
-    scans, discs = finish_tables(out, stages.latent_dim(ae_dir), metadata, load_narrowing(gradings))
+    scans, discs = finish_tables(out, stages.latent_dim(ae_dir), metadata, load_narrowing(gradings), cfg.discs.join_threshold())
     for store in ("masks.zarr", "crops.zarr"):
         refresh_root_group(out / store)  # the root groups list every scan written, this run's and earlier ones
     summary = summarise(scans, discs, seconds, out)

@@ -1,4 +1,4 @@
-"""``rayspine train-seg``: split an archive by patient (or hold out a site), train, test, ship the model.
+"""``rayspine train-seg``: cross-validate a small archive by patient (or hold out a site or patients), train, test, ship.
 
 Writes ``MODEL/model.safetensors``, ``model.json`` (the card) and ``metrics.json`` (the test scores and
 the protocol that produced them). Training runs under Ray Train (``train.py``).
@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
 from ..config import Config
 from ..io.archive import index_archive
 from ..io.cards import CARD_FILE, WEIGHTS_FILE, data_hash, save_model
@@ -21,9 +23,9 @@ from ..io.scans import ScanError, read_scan
 from ..io.store import write_json_atomic
 from ..runtime import init_ray
 from ..stats import mean_bootstrap_ci
-from .data import prepare_pair, split_patients
+from .data import patient_folds, prepare_pair, split_patients
 from .infer import Segmenter, evaluate, make_card
-from .train import TrainOutcome, fit_prepared
+from .train import fit_prepared
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,42 @@ def prepared_refs(rows, cfg: Config) -> list:
     return kept
 
 
-def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None = None, overwrite: bool = False) -> dict:
-    """Train on an archive with masks (Ray Train), test on held-out patients or a held-out site.
+def prepared_by_id(rows, cfg: Config) -> dict:
+    """Prepare each training scan once (parallel Ray tasks); ``scan_id -> ref`` of the good ones."""
+    import ray
 
-    Writes ``out/model.safetensors``, ``out/model.json`` and ``out/metrics.json``; Ray Train's run
-    lives in ``out/ray_results`` so an interrupted call resumes. A finished model folder is left as
-    it is (its metrics are returned) unless ``overwrite``.
+    task = ray.remote(num_cpus=1, num_returns=2)(prepare_files)
+    pending = [(row.scan_id, *task.remote(row.image_path, row.mask_path, cfg)) for row in rows]
+    kept = {}
+    for scan_id, problem, item in pending:
+        message = ray.get(problem)
+        if message:
+            log.warning("training scan %s skipped: %s", scan_id, message)
+        else:
+            kept[scan_id] = item
+    return kept
+
+
+def choose_protocol(usable, cfg: Config, test_site: str | None) -> str:
+    """"cross-validation" for a small labelled set (under ``cv_below_patients`` patients, three or
+    more, no test site), else "hold-out" (a held-out site, or a random share of the patients)."""
+    n = usable["patient_id"].astype(str).nunique()
+    small = cfg.seg.cv_below_patients > 0 and 3 <= n < cfg.seg.cv_below_patients
+    return "cross-validation" if test_site is None and small and cfg.seg.cv_folds >= 2 else "hold-out"
+
+
+def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None = None, overwrite: bool = False) -> dict:
+    """Train on an archive with masks (Ray Train) and score the model on people it never saw.
+
+    Small labelled sets (``choose_protocol``) are cross-validated by patient: each fold trains with an
+    inner validation patient for early stopping and is tested on its held-out patients, so every
+    labelled scan gets an out-of-fold score; the model shipped is then trained on every patient for the
+    median of the folds' best epochs (one network, as cheap to run as any; an ensemble would cost k
+    forward passes per scan). Otherwise one split: the held-out ``test_site`` or ``test_fraction`` of
+    the patients. Writes ``out/model.safetensors``, ``out/model.json`` and ``out/metrics.json`` (both
+    saying which protocol produced each figure); Ray Train's runs live in ``out/ray_results`` so an
+    interrupted call resumes. A finished model folder is left as it is (its metrics are returned)
+    unless ``overwrite``.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -97,56 +129,101 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     usable = index[(index["status"] == "ok") & index["mask_path"].notna()].reset_index(drop=True)
     if usable.empty:
         raise ValueError(f"{archive}: no scans with masks to train on")
-    split = split_patients(usable, cfg.seg.test_fraction, cfg.seg.val_fraction, test_site, cfg.seg.seed)
+    protocol = choose_protocol(usable, cfg, test_site)
     by_id = usable.set_index("scan_id", drop=False)
-    rows = {part: [by_id.loc[s] for s in ids] for part, ids in split.items()}
-    log.info("segmenter split: %s", {k: len(v) for k, v in split.items()})
+    if protocol == "cross-validation":
+        splits = patient_folds(usable, cfg.seg.cv_folds, cfg.seg.val_fraction, cfg.seg.seed)
+    else:
+        splits = [split_patients(usable, cfg.seg.test_fraction, cfg.seg.val_fraction, test_site, cfg.seg.seed)]
+    # Each training scan is prepared once, whichever folds it trains or validates in (test scans are read as they are).
+    learnt = sorted({s for split in splits for s in split["train"] + split["val"]})
+    refs = prepared_by_id([by_id.loc[s] for s in learnt], cfg)
 
-    net, outcome, (name, kwargs) = fit_prepared(
-        prepared_refs(rows["train"], cfg), prepared_refs(rows["val"], cfg), cfg, storage
-    )
-    used = rows["train"] + rows["val"]
+    folds, per_scan, fitted = [], [], None
+    for k, split in enumerate(splits):
+        log.info("segmenter %s split %d: %s", protocol, k, {part: len(ids) for part, ids in split.items()})
+        where = storage if protocol == "hold-out" else storage / f"fold{k}"
+        fitted = fit_prepared([refs[s] for s in split["train"] if s in refs], [refs[s] for s in split["val"] if s in refs], cfg, where)
+        net, outcome, (name, kwargs) = fitted
+        scores = _test(Segmenter(net, make_card(name, kwargs, cfg)), [by_id.loc[s] for s in split["test"]], cfg)
+        for row in scores:
+            row["fold"] = k
+        per_scan += scores
+        folds.append({"fold": k, **{f"n_{part}": len(ids) for part, ids in split.items()}, "test_scans": split["test"],
+                      "epochs": outcome.epochs, "best_epoch": outcome.best_epoch, "best_val_iou": outcome.best_val_iou,
+                      "train_seconds": outcome.seconds, "test_dice": mean_bootstrap_ci([r["dice"] for r in scores], cfg.seg.seed)["mean"],
+                      "history": outcome.history})
+
+    if protocol == "cross-validation":
+        # The shipped model sees every labelled patient; with no one left to stop it early it trains
+        # for the epochs the folds found best (their median), and the last averaged weights are kept.
+        final_epochs = max(1, int(np.median([f["best_epoch"] for f in folds])))
+        final_cfg = cfg.replace(seg={"max_epochs": final_epochs})
+        every = [refs[s] for s in usable["scan_id"] if s in refs]
+        net, final, (name, kwargs) = fit_prepared(every, [], final_cfg, storage / "final")
+        used = list(usable["scan_id"])
+        training = {"protocol": protocol, "folds": len(splits), "final_fit_epochs": final_epochs, "n_train": len(used), "n_val": 0}
+        shipped = {"epochs": final.epochs, "n_train": len(used), "train_seconds": final.seconds, "chosen_from_folds": [f["best_epoch"] for f in folds]}
+    else:
+        net, outcome, (name, kwargs) = fitted
+        used = splits[0]["train"] + splits[0]["val"]
+        training = {"protocol": protocol, "epochs": outcome.epochs, "best_epoch": outcome.best_epoch, "best_val_iou": outcome.best_val_iou,
+                    "n_train": len(splits[0]["train"]), "n_val": len(splits[0]["val"]), "test_site": test_site}
+        shipped = {"epochs": outcome.epochs, "n_train": len(splits[0]["train"]), "n_val": len(splits[0]["val"])}
+    rows = [by_id.loc[s] for s in used]
     card = make_card(
         name,
         kwargs,
         cfg,
-        data_hash=data_hash(*sorted((r.scan_id, _file_bytes(r.image_path), _file_bytes(r.mask_path)) for r in used)),
+        data_hash=data_hash(*sorted((r.scan_id, _file_bytes(r.image_path), _file_bytes(r.mask_path)) for r in rows)),
         git_revision=git_revision(),
-        training={"epochs": outcome.epochs, "best_epoch": outcome.best_epoch, "best_val_iou": outcome.best_val_iou,
-                  "n_train": len(rows["train"]), "n_val": len(rows["val"]), "test_site": test_site,
-                  "weight_average_decay": cfg.seg.ema_decay},
+        training={**training, "weight_average_decay": cfg.seg.ema_decay},
     )
     segmenter = Segmenter(net, card)
-    test_pairs = (
-        (r.scan_id, read_scan(r.image_path, cfg.limits), read_scan(r.mask_path, cfg.limits, check_voxels=False))
-        for r in rows["test"]
-    )
-    per_scan = evaluate(segmenter, test_pairs, cfg.discs)
     for row in per_scan:
         row["site"] = str(by_id.loc[row["scan_id"], "site"])
-    metrics = _metrics(name, outcome, per_scan, split, test_site, cfg, time.perf_counter() - start)
-    save_model(out, segmenter.net.state_dict(), card.with_metrics({k: metrics[k] for k in ("test_iou", "test_dice")}))
+    metrics = _metrics(name, protocol, folds, shipped, per_scan, splits, test_site, cfg, time.perf_counter() - start)
+    card_metrics = {k: metrics[k] for k in ("test_iou", "test_dice", "protocol", "test_protocol")}
+    save_model(out, segmenter.net.state_dict(), card.with_metrics(card_metrics))
     write_json_atomic(metrics, out / METRICS_FILE)
-    log.info("segmenter: test Dice %s IoU %s", metrics["test_dice"], metrics["test_iou"])
+    log.info("segmenter (%s): test Dice %s IoU %s", protocol, metrics["test_dice"], metrics["test_iou"])
     return metrics
 
 
-def _metrics(name: str, outcome: TrainOutcome, per_scan: list[dict], split, test_site, cfg: Config, seconds: float) -> dict:
+def _test(segmenter: Segmenter, rows, cfg: Config) -> list[dict]:
+    pairs = ((r.scan_id, read_scan(r.image_path, cfg.limits), read_scan(r.mask_path, cfg.limits, check_voxels=False)) for r in rows)
+    return evaluate(segmenter, pairs, cfg.discs)
+
+
+def _metrics(name: str, protocol: str, folds: list[dict], shipped: dict, per_scan: list[dict], splits, test_site, cfg: Config, seconds: float) -> dict:
+    if protocol == "cross-validation":
+        said = (f"{len(folds)}-fold cross-validation by patient: every scan scored once, by the fold that never saw its "
+                "patient (early stopping on an inner validation patient); the shipped model is a final fit on all "
+                f"patients for {shipped['epochs']} epochs and has no test figure of its own")
+    elif test_site is not None:
+        said = f"hold-out site {test_site!r}: the shipped model, tested on every patient of that site"
+    else:
+        said = f"hold-out: the shipped model, tested on {cfg.seg.test_fraction:.0%} of the patients, drawn at random"
+    first = folds[0]
     return {
         "network": name,
+        "protocol": protocol,
+        "test_protocol": said,  # which model and which people each test_* figure comes from
         "test_site": test_site,
-        "n_train": len(split["train"]),
-        "n_val": len(split["val"]),
-        "n_test": len(split["test"]),
+        "n_train": shipped["n_train"],
+        "n_val": shipped.get("n_val", 0),
+        "n_test": len(per_scan),
         "test_iou": mean_bootstrap_ci([r["iou"] for r in per_scan], cfg.seg.seed),
         "test_dice": mean_bootstrap_ci([r["dice"] for r in per_scan], cfg.seg.seed),
         "test_dice_discs": mean_bootstrap_ci([r["dice_discs"] for r in per_scan], cfg.seg.seed),
         "per_scan": per_scan,
-        "epochs": outcome.epochs,
-        "best_epoch": outcome.best_epoch,
-        "best_val_iou": outcome.best_val_iou,
-        "train_seconds": outcome.seconds,
+        "folds": [{k: v for k, v in f.items() if k != "history"} for f in folds] if protocol == "cross-validation" else [],
+        "shipped": shipped,
+        "epochs": shipped["epochs"],
+        "best_epoch": first["best_epoch"] if protocol == "hold-out" else None,
+        "best_val_iou": first["best_val_iou"] if protocol == "hold-out" else None,
+        "train_seconds": sum(f["train_seconds"] for f in folds) + (shipped.get("train_seconds", 0.0) if protocol == "cross-validation" else 0.0),
         "seconds": seconds,
-        "history": outcome.history,
+        "history": first["history"] if protocol == "hold-out" else [],
         "cpu_count": os.cpu_count(),
     }

@@ -76,6 +76,33 @@ def split_patients(
     return out
 
 
+def patient_folds(index: pd.DataFrame, folds: int, val_fraction: float, seed: int = 0) -> list[dict[str, list[str]]]:
+    """``folds`` cross-validation splits by patient: each a ``train`` / ``val`` / ``test`` dict of scan ids.
+
+    Every patient is tested in exactly one fold (folds differ in size by at most one patient), and
+    within a fold ``val_fraction`` of the other patients (at least one) is kept for early stopping,
+    as nnU-Net's 5-fold protocol does for small labelled sets. Needs three patients or more.
+    """
+    patients = np.array(sorted(index["patient_id"].astype(str).unique()))
+    folds = min(int(folds), len(patients))
+    if len(patients) < 3 or folds < 2:
+        raise ValueError(f"cross-validation needs 3 patients or more and 2 folds or more ({len(patients)} patients, {folds} folds)")
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(patients)
+    out = []
+    for fold in range(folds):
+        test = set(shuffled[fold::folds])
+        rest = np.array([p for p in shuffled if p not in test])
+        n_val = max(1, int(round(val_fraction * len(rest))))
+        val = set(rng.permutation(rest)[:n_val])
+        part = {p: "test" if p in test else "val" if p in val else "train" for p in patients}
+        split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for scan_id, patient in zip(index["scan_id"], index["patient_id"].astype(str)):
+            split[part[patient]].append(str(scan_id))
+        out.append(split)
+    return out
+
+
 def affine_source_size(patch_size, scale: float, rotate_deg: float) -> tuple[int, ...]:
     """The crop that holds every voxel a zoom of up to ``1 + scale`` and a sagittal tilt of up to
     ``rotate_deg`` can reach when producing a ``patch_size`` patch from its centre.

@@ -68,6 +68,21 @@ class Spine:
     solids: list[Solid]  # in drawing order: later solids overwrite earlier ones (discs last)
     discs: list[dict]  # per disc: level and the true geometry (schema's geometry columns)
     n_vertebrae: int
+    # Disc-like tissue that is no levelled disc (a sacral remnant, a false piece behind the sacrum): drawn
+    # in the image (and among ``solids``, mask label 0), listed here so a test can add it to a binary mask.
+    decoys: tuple[Solid, ...] = ()
+
+
+# Anatomical variants every archive holds (issue 15), for known-answer tests of the level numbering.
+# Levels stay SPIDER's: discs numbered from the lowest one in the mask.
+VARIANTS = (
+    "plain",
+    "sacral_remnant",  # a small, thin S1/S2 disc remnant inside the sacrum (young people): no level
+    "thoracic",  # one more disc above L1/L2 (T12/L1): level n + 1
+    "lumbarised_s1",  # S1 free: a full S1/S2 disc (a little thinner, more tilted) below L5/S1 is level 1
+    "sacralised_l5",  # L5 fused to the sacrum: a rudimentary, thin L5/S1 disc is level 1
+    "false_piece",  # a disc-like blob behind the sacrum, outside the column (seen on a real prediction)
+)
 
 
 def draw_narrowing(rng: np.random.Generator, levels: int) -> np.ndarray:
@@ -78,19 +93,31 @@ def draw_narrowing(rng: np.random.Generator, levels: int) -> np.ndarray:
     return (norm.cdf(latent) < rates).astype(np.int8)
 
 
-def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spine:
-    """A spine whose sacral endplate centre is ``base`` (mm, LPS); ``n_discs`` discs from L5/S1 up."""
-    if not 1 <= n_discs <= len(DISC_HEIGHT_MM):
-        raise ValueError(f"n_discs must be 1..{len(DISC_HEIGHT_MM)}")
-    k = n_discs
+def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray, variant: str = "plain") -> Spine:
+    """A spine whose sacral endplate centre is ``base`` (mm, LPS); ``n_discs`` discs from L5/S1 up.
+
+    ``variant`` (one of ``VARIANTS``) adds a transitional or extra level, or a decoy; "thoracic" and
+    "lumbarised_s1" add a disc, so the spine has ``n_discs + 1``.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+    k = n_discs + (variant in ("thoracic", "lumbarised_s1"))
+    if not 1 <= k <= len(DISC_HEIGHT_MM):
+        raise ValueError(f"n_discs must be 1..{len(DISC_HEIGHT_MM)} (with the variant's extra disc)")
     narrowed = draw_narrowing(rng, k)
     size = rng.normal(1.0, 0.06)  # patient body size
     heights = DISC_HEIGHT_MM[:k] * size * rng.normal(1.0, 0.12, k)
     heights = np.where(narrowed == 1, heights * rng.uniform(*NARROWED_HEIGHT_FACTOR, k), heights)
     heights = np.clip(heights, 4.5, 13.5)
+    if variant == "lumbarised_s1":  # the lowest disc is S1/S2: a little thinner than L5/S1, more tilted
+        heights[0] *= 0.8
+    if variant == "sacralised_l5":  # a rudimentary L5/S1: full outline, a third of the height
+        heights[0] = 3.0
     lateral = DISC_LATERAL_MM[:k] * size * rng.normal(1.0, 0.04, k)
     ap = DISC_AP_MM[:k] * size * rng.normal(1.0, 0.04, k) * np.where(narrowed == 1, 1.03, 1.0)  # bulge
-    sagittal = DISC_SAGITTAL_DEG[:k] * rng.uniform(0.7, 1.3) + rng.normal(0, 2.0, k) + rng.normal(0, 3.0)
+    # the lumbarised S1/S2 disc continues the lordosis: L5/S1's mean tilt and 6 degrees more
+    means = np.concatenate([[DISC_SAGITTAL_DEG[0] + 6.0], DISC_SAGITTAL_DEG[: k - 1]]) if variant == "lumbarised_s1" else DISC_SAGITTAL_DEG[:k]
+    sagittal = means * rng.uniform(0.7, 1.3) + rng.normal(0, 2.0, k) + rng.normal(0, 3.0)
     transverse = rng.normal(0, 2.0, k)
     coronal = rng.normal(0, 2.5, k) + rng.normal(0, 1.0)
     exponents = rng.uniform(2.0, 2.8, k)
@@ -136,7 +163,14 @@ def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spi
         solids.append(Solid(i + 1, BONE_MARROW, v_centre, rv, a_v, b_v, half + 1.5, 2.3, w_v))
         solids += _canal_and_arch(i + 1, v_centre, rv, b_v, half)
         point = top + rv[:, 2] * vert_height[i]
-    solids = _canal_first(solids) + discs
+    decoys = []
+    if variant == "sacral_remnant":  # inside the sacrum, one sacral body (~26 mm) below its endplate
+        centre = base - sacrum_r[:, 2] * 26.0
+        decoys.append(Solid(0, DISC, centre, sacrum_r, lateral[0] / 2 * 0.5, ap[0] / 2 * 0.5, 1.5, 2.3))
+    if variant == "false_piece":  # 2,300 mm3 behind the sacrum, below and posterior to L5/S1
+        centre = base - sacrum_r[:, 2] * 25.0 + sacrum_r[:, 1] * (ap[0] / 2 + 30.0)
+        decoys.append(Solid(0, DISC, centre, sacrum_r, 9.0, 9.0, 4.5))
+    solids = _canal_first(solids) + discs + decoys
     truth = [
         {
             "level": i + 1,
@@ -151,7 +185,7 @@ def build_spine(rng: np.random.Generator, n_discs: int, base: np.ndarray) -> Spi
         }
         for i in range(k)
     ]
-    return Spine(solids, truth, n_vertebrae=k)
+    return Spine(solids, truth, n_vertebrae=k, decoys=tuple(decoys))
 
 
 def _canal_and_arch(label: int, centre, r, b_body: float, half: float, arch: bool = True) -> list[Solid]:

@@ -50,12 +50,13 @@ class Patient:
     gradings: list[dict]
 
 
-def synthesize_patient(seed: int, patient: int, site: Site, size: str = "full") -> Patient:
-    """One patient's scan, mask, ground truth and metadata rows (no files)."""
+def synthesize_patient(seed: int, patient: int, site: Site, size: str = "full", variant: str = "plain") -> Patient:
+    """One patient's scan, mask, ground truth and metadata rows (no files); ``variant`` as in
+    ``anatomy.VARIANTS`` (a decoy is drawn in the image, never labelled in the mask)."""
     preset = SIZES[size]
     rng = np.random.default_rng([seed, 2, patient])
     table_offset = rng.uniform([-10, -20, -40], [10, 20, 40])  # where the patient lies in the scanner
-    spine = build_spine(rng, preset.n_discs, base=table_offset)
+    spine = build_spine(rng, preset.n_discs, base=table_offset, variant=variant)
     grid = _field_of_view(spine, table_offset, site, preset)
     labels, tissue = rasterise(grid, spine.solids)
     image = render_image(rng, tissue, site)

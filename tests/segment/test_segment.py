@@ -293,6 +293,56 @@ def test_train_segmenter_writes_a_model_that_predicts_on_the_scan_grid(tiny_arch
     assert outcome.history[:2] == metrics["history"]
 
 
+def test_folds_test_every_patient_once_and_never_train_on_it():
+    from rayspine.segment.data import patient_folds
+
+    index = _index(n_patients=7, scans_per_patient=2)
+    folds = patient_folds(index, folds=3, val_fraction=0.2, seed=0)
+    patient = lambda ids: {s.split("_")[0] for s in ids}  # noqa: E731
+    tested = [patient(f["test"]) for f in folds]
+    assert sorted(len(t) for t in tested) == [2, 2, 3] and set().union(*tested) == set(map(str, range(1, 8)))
+    for f, t in zip(folds, tested):
+        assert not (t & patient(f["train"]) or t & patient(f["val"]) or patient(f["train"]) & patient(f["val"]))
+        assert len(patient(f["val"])) == 1 and len(f["train"] + f["val"] + f["test"]) == 14
+    assert len(patient_folds(index, folds=5, val_fraction=0.2)) == 5
+    assert len(patient_folds(_index(n_patients=3), folds=5, val_fraction=0.2)) == 3  # one fold per patient at most
+    with pytest.raises(ValueError, match="3 patients"):
+        patient_folds(_index(n_patients=2), folds=2, val_fraction=0.2)
+
+
+def test_small_archives_are_cross_validated_and_large_ones_held_out():
+    from rayspine.segment.command import choose_protocol
+
+    cfg = Config()
+    assert choose_protocol(_index(n_patients=3), cfg, None) == "cross-validation"  # the three real T2 volumes
+    assert choose_protocol(_index(n_patients=19), cfg, None) == "cross-validation"
+    assert choose_protocol(_index(n_patients=20), cfg, None) == "hold-out"
+    assert choose_protocol(_index(n_patients=12), cfg, "site1") == "hold-out"  # --test-site keeps the paper's protocol
+    assert choose_protocol(_index(n_patients=12), cfg.replace(seg={"cv_below_patients": 0}), None) == "hold-out"
+
+
+def test_train_segmenter_cross_validates_a_small_archive_and_ships_a_final_fit(tiny_archive, tmp_path, ray_local):
+    from rayspine.io.cards import read_card
+    from rayspine.segment.command import train_segmenter
+
+    cfg = Config().replace(seg={**TINY, "cv_folds": 2})
+    out = tmp_path / "cv"
+    metrics = train_segmenter(tiny_archive, out, cfg)
+    assert metrics["protocol"] == "cross-validation" and "2-fold" in metrics["test_protocol"]
+    # every labelled scan is tested exactly once, out of fold
+    assert sorted(r["scan_id"] for r in metrics["per_scan"]) == [f"{p}_t1" for p in range(1, 5)]
+    assert len(metrics["folds"]) == 2 and {r["fold"] for r in metrics["per_scan"]} == {0, 1}
+    for fold in metrics["folds"]:
+        assert (fold["n_train"], fold["n_val"], fold["n_test"]) == (1, 1, 2) and fold["epochs"] == 2
+    assert metrics["n_test"] == 4 and metrics["n_train"] == 4  # the shipped model saw every patient
+    chosen = int(np.median([f["best_epoch"] for f in metrics["folds"]]))
+    assert metrics["shipped"]["epochs"] == chosen and metrics["shipped"]["chosen_from_folds"] == [f["best_epoch"] for f in metrics["folds"]]
+    card = read_card(out, "segmenter")
+    assert card.metrics["protocol"] == "cross-validation" and card.metrics["test_dice"] == metrics["test_dice"]
+    assert card["training"]["final_fit_epochs"] == chosen and card["training"]["n_train"] == 4
+    assert (out / "ray_results" / "final").is_dir() and (out / "ray_results" / "fold1").is_dir()
+
+
 # --- real anatomy (slow) ----------------------------------------------------------------------------
 @pytest.mark.slow
 def test_real_t2_volumes_train_to_dice_085_within_15_minutes(tmp_path, ray_local):
