@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_autoencoder.py speed --n 200 --epochs 2
     .venv/bin/python bench/bench_autoencoder.py fit --bottleneck 4 --minutes 8 --synthetic 45 --heldout-subject 25
 
-Crops are made the way the pipeline makes them (``rayspine.discs.crop_disc``: nearest-neighbour
+Crops are made the way the pipeline makes them (``rayspine.measure.crops.crop_disc``: nearest-neighbour
 resampling of a 1 mm disc mask to 1.4 x 1.2 x 1.5 mm, centre of mass at the crop centre). Real discs:
 the 15 expert-segmented discs of ../shared/data (3 subjects x 5 lumbar discs). Synthetic discs: rounded
 elliptic cylinders with lordotic wedge and tilts, sized like the real ones. Results: bench/autoencoder.md.

@@ -45,6 +45,10 @@ class DiscConfig:
     # A binary component larger than this multiple of the median disc volume is flagged as possibly
     # two discs touching (we never split silently).
     merged_volume_ratio: float = 1.8
+    # How a disc mask is resampled onto the crop grid (measure/resampling.py): "nearest" neighbour,
+    # "distance" (signed distance map interpolated, thresholded at 0) or "linear". Nearest stays the
+    # default by measurement: bench/crop_resampling.md.
+    crop_resampling: str = "nearest"
     # Levels of a binary mask (measure.instances): discs form a chain up the spine, each step between
     # neighbours running along their normals (within this angle) and about one disc-plus-vertebra long.
     chain_max_angle_deg: float = 35.0
@@ -118,6 +122,11 @@ class AEConfig:
     precise_bn: bool = False  # before each eval, reset batch-norm running stats to whole-training-set averages
     lr_patience: int = 0  # 0: constant learning rate (paper); else halve it after this many epochs without a better IoU
     max_minutes: float = 0.0  # training-time budget per trial (0: none); when spent the run stops, not converged
+    # For held-out evaluation by person (bench/ae_heldout.md); all off by default (none measured better).
+    augment_shift: int = 0  # > 0: also roll each training crop by a random -n..n voxels along each axis
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay instead of Adam
+    val_patience: int = 0  # > 0 and validation crops given: stop after this many epochs without a better
+    # mean validation IoU and return the weights of the best epoch
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,16 @@ def iou_per_item(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def dice_per_item(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Dice of each pair of binary masks ``(n, ...)``, from their IoU (Dice = 2 IoU / (1 + IoU))."""
-    iou = iou_per_item(truth, predicted)
+def dice_from_iou(iou) -> np.ndarray:
+    """Dice of a pair of masks from their IoU (exact per pair: D = 2J / (1 + J))."""
+    iou = np.asarray(iou, dtype=float)
     return 2.0 * iou / (1.0 + iou)
+
+
+def overlap_scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"iou", "dice"}`` of each pair of binary masks ``(n, ...)``; two empty masks score 1."""
+    iou = iou_per_item(truth, predicted)
+    return {"iou": iou, "dice": dice_from_iou(iou)}
 
 
 def mean_t_ci(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -94,3 +100,16 @@ def grouped_bootstrap_ci(y, p, groups, metric, n_boot: int, seed: int, level: fl
     alpha = (1 - level) / 2
     lo, hi = np.quantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def mean_grouped_bootstrap_ci(values, groups, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean over items (discs) with a percentile bootstrap interval that
+    resamples groups (people), each draw weighting a group by its number of items."""
+    values = np.asarray(values, dtype=float)
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=len(names))
+    counts = np.bincount(inverse, minlength=len(names)).astype(float)
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(n_boot, len(names)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+    return float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))

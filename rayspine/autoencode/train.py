@@ -143,9 +143,14 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    flips = rng.random(len(batch)) < 0.5
-    return np.stack([flip_left_right(c) if f else c for c, f in zip(batch, flips)])
+def augment_batch(batch: np.ndarray, rng: np.random.Generator, flips: bool = True, shift: int = 0) -> np.ndarray:
+    if flips:
+        flip = rng.random(len(batch)) < 0.5
+        batch = np.stack([flip_left_right(c) if f else c for c, f in zip(batch, flip)])
+    if shift > 0:  # crops are zero-padded around the disc, so a small roll moves the disc, cuts nothing
+        moves = rng.integers(-shift, shift + 1, size=(len(batch), 3))
+        batch = np.stack([np.roll(c, tuple(m), axis=(0, 1, 2)) for c, m in zip(batch, moves)])
+    return batch
 
 
 def train_autoencoder(
@@ -156,6 +161,7 @@ def train_autoencoder(
     heldout: np.ndarray | None = None,
     progress: Callable[[dict], None] | None = None,
     device=None,
+    validation: np.ndarray | None = None,
 ) -> TrainResult:
     """Train one autoencoder of the given bottleneck on binary crops until eval-mode IoU > target.
 
@@ -166,11 +172,18 @@ def train_autoencoder(
     a checkpoint is kept there and a later call with the same data and settings resumes from it.
     ``progress`` is called with each epoch's metrics (the Tune trial reports them).
     The shuffle of epoch e depends only on ``(seed, e)``, so a resumed run retraces a fresh one.
+
+    ``validation`` crops (other people than the training ones) are scored every epoch too
+    (``val_iou`` in the history); with ``cfg.val_patience > 0`` training stops once that many epochs
+    pass without a better mean validation IoU, and the weights of the best epoch are returned (with
+    ``train_iou``/``heldout_iou`` of that epoch). Early-stopped runs keep no checkpoint to resume.
     """
     crops = np.asarray(crops)
     crops = check_crops(crops, crops.shape[1] if crops.ndim == 4 else 64)
     size = crops.shape[1]
     heldout = check_crops(heldout, size) if heldout is not None and len(heldout) else None
+    validation = check_crops(validation, size) if validation is not None and len(validation) else None
+    early_stop = validation is not None and cfg.val_patience > 0
     if len(crops) == 0:
         raise ValueError("no training crops")
     device = torch_device(device)
@@ -178,14 +191,17 @@ def train_autoencoder(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True  # cheap for these small convs
     channels_last = bool(cfg.channels_last)
-    digest = data_hash(crops, heldout)
+    digest = data_hash(crops, heldout) if validation is None else data_hash(crops, heldout, validation)
     settings = {"bottleneck": int(bottleneck), "data_hash": digest, "cfg": _training_settings(cfg)}
 
     torch.manual_seed(cfg.seed)
     net = network(AUTOENCODER, cfg.model)(bottleneck, channels=cfg.channels, crop_size=size).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
-    optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
+    if cfg.weight_decay > 0:
+        optimiser = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    else:
+        optimiser = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate)
     # Optional: halve the learning rate when the eval-mode training IoU stops improving. At a constant
     # rate Adam keeps jittering the weights by more than the last fraction of a percent of IoU needs.
     scheduler = (
@@ -199,7 +215,8 @@ def train_autoencoder(
     history: list[dict] = []
     epoch, seconds_before, converged = 0, 0.0, False
     train_iou, heldout_iou = np.zeros(0), None
-    ckpt_path = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None else None
+    ckpt_path = Path(out_dir) / CHECKPOINT_FILE if out_dir is not None and not early_stop else None
+    best = {"val": -1.0, "epoch": 0, "state": None, "train_iou": None, "heldout_iou": None}
     if ckpt_path is not None and ckpt_path.is_file():
         state = _load_checkpoint(ckpt_path, settings)
         if state is not None:
@@ -227,8 +244,8 @@ def train_autoencoder(
         for start in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[start : start + cfg.batch_size])
             batch = crops[idx]
-            if cfg.augment:
-                batch = _augment(batch, rng)
+            if cfg.augment or cfg.augment_shift > 0:
+                batch = augment_batch(batch, rng, flips=cfg.augment, shift=cfg.augment_shift)
             x = to_batch(batch, device, channels_last)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -242,6 +259,13 @@ def train_autoencoder(
         train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
         heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
         converged = bool(train_iou.mean() > cfg.target_iou)
+        val_iou = evaluate_iou(net, validation, cfg.eval_batch_size, device, channels_last) if validation is not None else None
+        stop_early = False
+        if early_stop:
+            if float(val_iou.mean()) > best["val"]:
+                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                best.update(val=float(val_iou.mean()), epoch=epoch, state=state, train_iou=train_iou, heldout_iou=heldout_iou)
+            stop_early = epoch - best["epoch"] >= cfg.val_patience
         if scheduler is not None:
             scheduler.step(float(train_iou.mean()))
         record = {
@@ -250,6 +274,7 @@ def train_autoencoder(
             "train_iou": float(train_iou.mean()),
             "train_iou_min": float(train_iou.min()),
             "heldout_iou": float(heldout_iou.mean()) if heldout_iou is not None else float("nan"),
+            "val_iou": float(val_iou.mean()) if val_iou is not None else float("nan"),
             "seconds": seconds_before + time.perf_counter() - clock,
             "learning_rate": float(optimiser.param_groups[0]["lr"]),
             "converged": converged,
@@ -263,6 +288,13 @@ def train_autoencoder(
         if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
             _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings)
             last_save = now
+        if stop_early:
+            log.info("bottleneck %d: no better validation IoU for %d epochs, stopped at %d", bottleneck, cfg.val_patience, epoch)
+            break
+    if early_stop and best["state"] is not None:  # the weights of the best validation epoch
+        net.load_state_dict(best["state"])
+        train_iou, heldout_iou = best["train_iou"], best["heldout_iou"]
+        converged = bool(train_iou.mean() > cfg.target_iou)
     if not converged and seconds_before + time.perf_counter() - clock >= budget:
         log.info("bottleneck %d: time budget of %.1f min spent at epoch %d", bottleneck, cfg.max_minutes, epoch)
 
@@ -290,6 +322,7 @@ def train_autoencoder(
 def _training_settings(cfg: AEConfig) -> dict:
     """The settings that change the weights; a checkpoint made with others is not resumed."""
     keep = ("model", "channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn", "lr_patience")
+    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift") if getattr(cfg, k))  # only when set
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
 
 

@@ -6,14 +6,21 @@ import numpy as np
 from scipy import ndimage
 
 from ..schema import DiscStatus
+from .resampling import sample_mask
 
 Spacing = tuple[float, float, float]
 
 
-def crop_disc(disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing = (1.4, 1.2, 1.5), size: int = 64) -> tuple[np.ndarray | None, str, str]:
-    """The disc resampled (nearest neighbour) to ``target_spacing``, centred at its centre of mass in a
-    zero-padded ``size``^3 uint8 array (1 = disc). Returns ``(crop, status, message)``; a disc that does
-    not fit gives ``(None, "too_large", why)``: it is never cut.
+def crop_disc(
+    disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing = (1.4, 1.2, 1.5), size: int = 64, method: str = "nearest"
+) -> tuple[np.ndarray | None, str, str]:
+    """The disc resampled to ``target_spacing``, centred at its centre of mass in a zero-padded
+    ``size``^3 uint8 array (1 = disc). Returns ``(crop, status, message)``; a disc that does not fit
+    gives ``(None, "too_large", why)``: it is never cut.
+
+    ``method`` is how the mask is resampled (``measure.resampling.METHODS``): ``"nearest"`` neighbour,
+    ``"distance"`` (its signed distance map interpolated and thresholded at 0: no staircases from thick
+    slices), or ``"linear"``. The centre of mass is that of the source mask in every case.
 
     Crop voxel i along an axis sits at ``com + (i - (size - 1) / 2) * target`` mm, so the centre of mass
     falls at the crop's centre, (size - 1) / 2.
@@ -32,16 +39,13 @@ def crop_disc(disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing =
     if np.any(low < -half - 1e-9) or np.any(high > half + 1e-9):
         need = np.max(np.maximum(-low, high) * 2.0 / dst)
         return None, DiscStatus.TOO_LARGE, f"disc spans {need:.0f} voxels of the canonical grid, more than the {size}^3 crop"
-    # Output voxel o maps to input index (com + (o - c) * dst) / src: a diagonal affine map, resampled
-    # with order 0 (nearest neighbour) and background outside the box.
-    # The box gets one voxel of background on every side: scipy's "constant" mode returns cval for any
-    # sample beyond the outermost voxel *centre*, which would shave half a voxel off each face.
+    # Output voxel o maps to input index (com + (o - c) * dst) / src: a diagonal affine map, with
+    # background outside the box (sample_mask pads the box with background as the method needs).
     scale = dst / src
-    # + 1 for the padding; + 1e-6 voxel so that a sample exactly halfway between two voxels always goes
-    # the same way, whatever rounding the arithmetic left (crops of any size then agree voxel for voxel).
-    offset = (com - (size - 1) / 2.0 * dst) / src + 1.0 + 1e-6
-    padded = np.pad(mask.astype(np.uint8), 1)
-    crop = ndimage.affine_transform(padded, scale, offset=offset, output_shape=(size,) * 3, order=0, mode="constant", cval=0)
-    if not crop.any():  # smaller than a canonical voxel: nearest neighbour samples none of it
+    # + 1e-6 voxel so that a sample exactly halfway between two voxels always goes the same way,
+    # whatever rounding the arithmetic left (crops of any size then agree voxel for voxel).
+    offset = (com - (size - 1) / 2.0 * dst) / src + 1e-6
+    crop = sample_mask(mask, spacing, scale, offset, (size,) * 3, method)
+    if not crop.any():  # smaller than a canonical voxel: the resampling keeps none of it
         return None, DiscStatus.TOO_SMALL, "disc vanishes on the canonical grid (smaller than a voxel)"
     return crop, DiscStatus.OK, ""

@@ -1,0 +1,321 @@
+"""Held-out evaluation by person of the disc autoencoder against PCA, nearest-disc and mean-shape baselines.
+
+The 190 real discs of ../shared/data/ribeirao_ivd_masks (38 people x 5 lumbar discs, 0.43 x 0.43 x 4.4 mm),
+cropped by the project's own measure code (``measure_mask``: centre-of-mass crops, 64^3 on 1.4 x 1.2 x 1.5
+mm), split into k = 5 folds by person (``autoencode.baselines.subject_folds``). Per fold: baselines fitted
+on the training people, the autoencoder trained with ``train_autoencoder``, both scored on the
+held-out people's discs (IoU and Dice per disc).
+
+    python bench/bench_ae_heldout.py crops --method nearest          # cache the crops (/tmp, not the repo)
+    python bench/bench_ae_heldout.py baselines --method nearest
+    python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --tag paper
+    python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 100 --val-patience 15 --tag es
+    python bench/bench_ae_heldout.py report            # bench/ae_heldout.md tables from the json results
+
+Results are json files in --work (default /tmp/rayspine_heldout); one torch thread per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rayspine import stats  # noqa: E402
+from rayspine.autoencode import baselines as sb  # noqa: E402
+
+MASKS = ROOT.parent / "shared" / "data" / "ribeirao_ivd_masks" / "masks"
+if not MASKS.is_dir():
+    MASKS = Path("/work/shared/data/ribeirao_ivd_masks/masks")
+K = 5
+
+
+def crops_path(work: Path, method: str) -> Path:
+    return work / f"crops_{method}.npz"
+
+
+def build_crops(method: str, work: Path) -> dict:
+    """Crops of every disc of the real masks, made by ``measure_mask`` with ``crop_resampling=method``."""
+    from rayspine.config import Config
+    from rayspine.io.scans import read_scan
+    from rayspine.measure.scan import measure_mask
+
+    path = crops_path(work, method)
+    if path.is_file():
+        data = np.load(path)
+        return {k: data[k] for k in data.files}
+    cfg = Config().replace(discs={"crop_resampling": method})
+    crops, subjects, levels = [], [], []
+    started = time.perf_counter()
+    for file in sorted(MASKS.glob("subject_*.nii.gz")):
+        subject = int(re.findall(r"\d+", file.name)[0])
+        measured = measure_mask(read_scan(file, cfg.limits, check_voxels=False), cfg)
+        for row in measured.rows:
+            if row["crop_index"] < 0:
+                print(f"subject {subject} level {row['level']}: no crop ({row['status']}: {row['message']})")
+        crops.append(measured.crops)
+        subjects += [subject] * len(measured.levels)
+        levels += list(measured.levels)
+    data = {"crops": np.concatenate(crops).astype(np.uint8), "subjects": np.asarray(subjects), "levels": np.asarray(levels)}
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **data)
+    print(f"{method}: {len(data['crops'])} crops from {len(set(subjects))} people in {time.perf_counter() - started:.0f} s -> {path}")
+    return data
+
+
+def cmd_crops(args) -> None:
+    for method in args.method.split(","):
+        build_crops(method, Path(args.work))
+
+
+def cmd_baselines(args) -> None:
+    data = build_crops(args.method, Path(args.work))
+    crops, subjects = data["crops"], data["subjects"]
+    folds = sb.subject_folds(subjects, K)
+    results = {}
+    for f, (train, test) in enumerate(folds):
+        assert not set(subjects[train]) & set(subjects[test])
+        started = time.perf_counter()
+        preds = sb.baseline_predictions(crops[train], crops[test], pca_components=(4, 8, 64))
+        for name, pred in preds.items():
+            scores = stats.overlap_scores(crops[test], pred)
+            entry = results.setdefault(name, {"index": [], "iou": [], "dice": [], "fold": []})
+            entry["index"] += test.tolist()
+            entry["iou"] += scores["iou"].tolist()
+            entry["dice"] += scores["dice"].tolist()
+            entry["fold"] += [f] * len(test)
+        print(f"fold {f}: {len(train)} train / {len(test)} test discs, baselines in {time.perf_counter() - started:.1f} s; "
+              + ", ".join(f"{n} {np.mean(results[n]['iou'][-len(test):]):.3f}" for n in preds), flush=True)
+    out = Path(args.work) / f"baselines_{args.method}.json"
+    out.write_text(json.dumps(results))
+    print(out)
+
+
+def cmd_ae(args) -> None:
+    import torch
+
+    from rayspine.autoencode.train import train_autoencoder
+    from rayspine.config import AEConfig
+
+    torch.set_num_threads(args.threads)
+    data = build_crops(args.method, Path(args.work))
+    crops, subjects = data["crops"], data["subjects"]
+    train, test = sb.subject_folds(subjects, K)[args.fold]
+    validation = None
+    if args.val_patience > 0 or args.inner_val:
+        train, val = sb.inner_split(train, subjects, K)
+        validation = crops[val]
+    cfg = AEConfig(
+        max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
+        weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
+        seed=args.seed,
+    )
+    print(f"fold {args.fold}: train {len(train)} discs ({len(set(subjects[train]))} people), "
+          f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
+
+    def progress(r):
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+
+    result = train_autoencoder(crops[train], args.bottleneck, cfg, heldout=crops[test], validation=validation, progress=progress)
+    history = result.history
+    best_epoch = int(np.argmax([h["val_iou"] for h in history]) + 1) if validation is not None and history else result.epochs
+    summary = {
+        "tag": args.tag, "fold": args.fold, "bottleneck": args.bottleneck, "method": args.method,
+        "epochs": result.epochs, "best_val_epoch": best_epoch, "seconds": result.seconds,
+        "seconds_per_epoch": result.seconds / max(1, result.epochs),
+        "cpu_seconds_process": time.process_time(),  # this process's CPU time (one torch thread)
+        "train_iou": float(result.train_iou.mean()), "test_iou": float(result.heldout_iou.mean()),
+        "test_peak_iou": float(max((h["heldout_iou"] for h in history), default=float("nan"))),
+        "test_peak_epoch": int(np.argmax([h["heldout_iou"] for h in history]) + 1) if history else 0,
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+    print(json.dumps(summary, indent=1), flush=True)
+    out = Path(args.work) / f"ae_{args.tag}_bn{args.bottleneck}_fold{args.fold}.json"
+    iou = result.heldout_iou
+    per_disc = {"index": test.tolist(), "iou": iou.tolist(), "dice": stats.dice_from_iou(iou).tolist()}
+    out.write_text(json.dumps({"summary": summary, "history": history, "per_disc": per_disc}))
+    print(out)
+
+
+def cmd_probe(args) -> None:
+    """Data-level checks without training: the full linear span of the training discs (PCA with every
+    component), and whether left-right mirrored copies of the training discs help PCA and the lookup."""
+    from rayspine.autoencode.train import flip_left_right
+
+    data = build_crops(args.method, Path(args.work))
+    crops, subjects = data["crops"], data["subjects"]
+    res: dict[str, list] = {}
+    for train, test in sb.subject_folds(subjects, K):
+        t = crops[train]
+        tf = np.concatenate([t, np.stack([flip_left_right(c) for c in t])])
+        r = {f"pca{k}": sb.pca_reconstruct(t, crops[test], k) for k in (4, 8, 64, len(t) - 1)}
+        r.update({f"pca{k} + mirrored copies": sb.pca_reconstruct(tf, crops[test], k) for k in (4, 8, 64)})
+        r["nearest + mirrored copies"] = sb.nearest_disc(tf, crops[test])[1]
+        for name, pred in r.items():
+            res.setdefault(name.replace(str(len(t) - 1), "-all (every training disc's span)"), []).append(stats.overlap_scores(crops[test], pred)["iou"].mean())
+        for k in (4, 64):
+            res.setdefault(f"pca{k}, scored on its own training discs", []).append(stats.overlap_scores(t, sb.pca_reconstruct(t, t, k))["iou"].mean())
+    print("| model | mean held-out IoU over the 5 folds (fold means) |\n|---|---|")
+    for name, v in res.items():
+        print(f"| {name} | {np.mean(v):.3f} ({', '.join(f'{x:.3f}' for x in v)}) |")
+
+
+def _summary_row(name: str, iou, dice, groups) -> str:
+    m, lo, hi = stats.mean_t_ci(iou)
+    _, blo, bhi = stats.mean_grouped_bootstrap_ci(iou, groups)
+    d, dlo, dhi = stats.mean_t_ci(dice)
+    return f"| {name} | {len(iou)} | **{m:.3f}** ({lo:.3f}-{hi:.3f}) | {blo:.3f}-{bhi:.3f} | {d:.3f} ({dlo:.3f}-{dhi:.3f}) |"
+
+
+def _log_history(path: Path) -> list[dict]:
+    """The per-epoch records an ``ae`` run printed (its log), for a run whose json was not written."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.startswith('{"epoch"'):
+            rows.append(json.loads(line.replace("NaN", "null")))
+    return rows
+
+
+def cmd_fold_means(args) -> None:
+    """Per-fold mean held-out IoU at the last epoch (and the peak) of every ``ae`` run, from the json when
+    there is one and from the run's log otherwise; the pooled mean over discs weights folds by size."""
+    work = Path(args.work)
+    data = build_crops(args.method, work)
+    sizes = [len(test) for _, test in sb.subject_folds(data["subjects"], K)]
+    print("| fold | discs | epochs | source | train IoU | held-out IoU, last epoch | held-out peak (epoch) |\n|---|---|---|---|---|---|---|")
+    finals = []
+    for fold in range(K):
+        jpath = work / f"ae_{args.tag}_bn{args.bottleneck}_fold{fold}.json"
+        lpath = work / "logs" / f"{args.tag}_f{fold}.log"
+        if jpath.is_file():
+            history, source = json.loads(jpath.read_text())["history"], "json"
+        elif lpath.is_file():
+            history, source = _log_history(lpath), "log"
+        else:
+            continue
+        if not history:
+            continue
+        last = history[-1]
+        peak = int(np.argmax([h["heldout_iou"] for h in history]))
+        finals.append((sizes[fold], last["heldout_iou"]))
+        print(f"| {fold} | {sizes[fold]} | {last['epoch']} | {source} | {last['train_iou']:.3f} | {last['heldout_iou']:.3f} | {history[peak]['heldout_iou']:.3f} ({peak + 1}) |")
+    if finals:
+        n, m = np.array(finals).T
+        _, lo, hi = stats.mean_t_ci(m)
+        print(f"\npooled over {int(n.sum())} discs: {np.sum(n * m) / n.sum():.3f}; mean of {len(m)} fold means {m.mean():.3f} (t-CI over folds {lo:.3f}-{hi:.3f})")
+    base = work / f"baselines_{args.method}.json"
+    if finals and base.is_file():
+        folds_done = [f for f in range(K) if (work / f"ae_{args.tag}_bn{args.bottleneck}_fold{f}.json").is_file() or (work / "logs" / f"{args.tag}_f{f}.log").is_file()]
+        print(f"\nbaselines on the same folds {folds_done}:\n\n| model | pooled IoU | per fold |\n|---|---|---|")
+        for name, r in json.loads(base.read_text()).items():
+            iou, fold = np.asarray(r["iou"]), np.asarray(r["fold"])
+            keep = np.isin(fold, folds_done)
+            print(f"| {name} | {iou[keep].mean():.3f} | " + ", ".join(f"{iou[fold == f].mean():.3f}" for f in folds_done) + " |")
+
+
+def cmd_report(args) -> None:
+    """Print the markdown tables of every finished 5-fold set (baselines and AE tags)."""
+    work = Path(args.work)
+    for method in args.method.split(","):
+        data = build_crops(method, work)
+        subjects = data["subjects"]
+        print(f"\n### crops: {method} ({len(subjects)} discs, {len(set(subjects))} people)\n")
+        print("| model | discs | IoU mean (95 % t-CI over discs) | IoU 95 % CI, bootstrap over people | Dice mean (95 % CI) |")
+        print("|---|---|---|---|---|")
+        base = work / f"baselines_{method}.json"
+        if base.is_file():
+            for name, r in json.loads(base.read_text()).items():
+                print(_summary_row(name, np.asarray(r["iou"]), np.asarray(r["dice"]), subjects[np.asarray(r["index"])]))
+        runs: dict[str, list] = {}
+        for file in sorted(work.glob("ae_*_fold*.json")):
+            result = json.loads(file.read_text())
+            if result["summary"]["method"] != method:
+                continue
+            runs.setdefault(f"AE {result['summary']['tag']} bn{result['summary']['bottleneck']}", []).append(result)
+        for name, results in sorted(runs.items()):
+            folds = sorted(r["summary"]["fold"] for r in results)
+            index = np.concatenate([r["per_disc"]["index"] for r in results])
+            iou = np.concatenate([r["per_disc"]["iou"] for r in results])
+            dice = np.concatenate([r["per_disc"]["dice"] for r in results])
+            label = name if len(folds) == K else f"{name} (folds {folds} only)"
+            print(_summary_row(label, iou, dice, subjects[index]))
+        if runs:
+            print("\n| AE run | fold | epochs (best val) | s/epoch | train IoU | test IoU | test peak (epoch) |\n|---|---|---|---|---|---|---|")
+            for name, results in sorted(runs.items()):
+                for r in sorted(results, key=lambda r: r["summary"]["fold"]):
+                    s = r["summary"]
+                    print(f"| {name} | {s['fold']} | {s['epochs']} ({s['best_val_epoch']}) | {s['seconds_per_epoch']:.1f} | {s['train_iou']:.3f} | {s['test_iou']:.3f} | {s['test_peak_iou']:.3f} ({s['test_peak_epoch']}) |")
+        # by level (1 = L5/S1): which discs are hard
+        levels = data["levels"]
+        table = {}
+        if base.is_file():
+            for name, r in json.loads(base.read_text()).items():
+                table[name] = (np.asarray(r["index"]), np.asarray(r["iou"]))
+        for name, results in sorted(runs.items()):
+            table[name] = (np.concatenate([r["per_disc"]["index"] for r in results]), np.concatenate([r["per_disc"]["iou"] for r in results]))
+        if table:
+            names = sorted(set(levels.tolist()))
+            print("\n| model | " + " | ".join(f"level {v}" for v in names) + " |\n|---" * 1 + "|---" * len(names) + "|")
+            for name, (index, iou) in table.items():
+                print(f"| {name} | " + " | ".join(f"{iou[levels[index] == v].mean():.3f}" for v in names) + " |")
+        # baselines restricted to folds, for comparison with a partial AE run
+        if base.is_file():
+            folds_seen = sorted({r["summary"]["fold"] for rs in runs.values() for r in rs})
+            b = json.loads(base.read_text())
+            for f in folds_seen:
+                line = ", ".join(f"{n} {np.mean([v for v, ff in zip(r['iou'], r['fold']) if ff == f]):.3f}" for n, r in b.items())
+                print(f"\nbaselines on fold {f}: {line}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="/tmp/rayspine_heldout")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("crops")
+    c.add_argument("--method", default="nearest")
+    c.set_defaults(func=cmd_crops)
+    b = sub.add_parser("baselines")
+    b.add_argument("--method", default="nearest")
+    b.set_defaults(func=cmd_baselines)
+    a = sub.add_parser("ae")
+    a.add_argument("--method", default="nearest")
+    a.add_argument("--fold", type=int, default=0)
+    a.add_argument("--bottleneck", type=int, default=4)
+    a.add_argument("--max-epochs", type=int, default=60)
+    a.add_argument("--target", type=float, default=0.995)
+    a.add_argument("--val-patience", type=int, default=0)
+    a.add_argument("--inner-val", action="store_true", help="hold out inner-validation people (scored) without early stopping")
+    a.add_argument("--weight-decay", type=float, default=0.0)
+    a.add_argument("--augment", action="store_true", help="left-right flips")
+    a.add_argument("--shift", type=int, default=0, help="random roll of up to this many voxels per axis")
+    a.add_argument("--lr", type=float, default=1e-3)
+    a.add_argument("--lr-patience", type=int, default=0)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--tag", default="paper")
+    a.set_defaults(func=cmd_ae)
+    q = sub.add_parser("probe")
+    q.add_argument("--method", default="nearest")
+    q.set_defaults(func=cmd_probe)
+    fm = sub.add_parser("fold-means")
+    fm.add_argument("--method", default="nearest")
+    fm.add_argument("--tag", default="paper")
+    fm.add_argument("--bottleneck", type=int, default=4)
+    fm.set_defaults(func=cmd_fold_means)
+    r = sub.add_parser("report")
+    r.add_argument("--method", default="nearest")
+    r.set_defaults(func=cmd_report)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
