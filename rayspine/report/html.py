@@ -185,8 +185,8 @@ def _scan_and_labels(out: Path, row):
         cfg = Config()
     mask = read_scan(row.path, cfg.limits, check_voxels=False)
     measured = measure_mask(mask, cfg, binary=looks_binary(mask.voxels))
+    labels = to_canonical_orientation(mask.with_voxels(measured.labels if measured.labels is not None else np.zeros(mask.shape, np.uint8)))
     mask = to_canonical_orientation(mask)
-    labels = to_canonical_orientation(mask.with_voxels(measured.labels)) if measured.labels is not None else mask.with_voxels(np.zeros(mask.shape, np.uint8))
     return (np.asarray(mask.voxels) > 0).astype(np.float32) * 0.6, labels.voxels, mask.spacing
 
 
@@ -239,7 +239,7 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     if len(flagged):
         write_text_atomic(flagged[flag_columns].to_csv(index=False), out / "qc" / "flags.csv")
 
-    parts = [f"<h1>rayspine report</h1><p>{len(scans)} scans, {len(discs)} discs, output folder <code>{html.escape(str(out))}</code>.</p>"]
+    parts = [f"<h1>rayspine report</h1><p>{len(scans)} scans, {len(discs)} discs, output folder <code>{html.escape(str(out.resolve()))}</code>.</p>"]
     warnings = []
     if len(odd_counts):
         warnings.append(f"{len(odd_counts)} scans with more or fewer discs than the usual {expected}")
@@ -273,7 +273,7 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
         counts = ", ".join(f"{k}: {v}" for k, v in discs["status"].value_counts().items())
         parts.append(f'<h2>Disc geometry by level</h2><p class="bad">No disc passed its checks ({html.escape(counts)}).</p>')
 
-    parts.append(_gallery(scans, links, set(suspicious)))
+    parts.append(_gallery(scans, links, set(suspicious), with_images=(out / "run.json").is_file()))
     for title, folder in sections.items():
         parts.append(_extra_section(title, folder))
 
@@ -313,7 +313,7 @@ def _flag_section(discs: pd.DataFrame, flagged: pd.DataFrame, links: dict[str, s
     return text + _capped(flagged[columns], links, "qc/flags.csv")
 
 
-def _gallery(scans: pd.DataFrame, links: dict[str, str], suspicious: set[str]) -> str:
+def _gallery(scans: pd.DataFrame, links: dict[str, str], suspicious: set[str], with_images: bool = True) -> str:
     if not links:
         return "<h2>QC pictures</h2><p>None: no scored scan could be drawn.</p>"
     sites = scans.set_index("scan_id")["site"]
@@ -323,4 +323,6 @@ def _gallery(scans: pd.DataFrame, links: dict[str, str], suspicious: set[str]) -
         caption = html.escape(f"{scan_id} ({sites.get(scan_id)}){note}")
         figures.append(f'<figure><a href="{link}"><img src="{link}" alt="QC {html.escape(scan_id)}"></a><figcaption>{caption}</figcaption></figure>')
     return ("<h2>QC pictures</h2><p>Mid-sagittal slice with each disc outlined and named, and the axial slice through each "
-            f"disc's centre; the flagged scans first, then a few per site. Files under <code>qc/</code>.</p><div class=\"gallery\">{''.join(figures)}</div>")  # fmt: skip
+            "disc's centre; the flagged scans first, then a few per site. Files under <code>qc/</code>."
+            + ("" if with_images else " A <code>measure</code> output has masks and no images: each mask is drawn over itself.")
+            + f"</p><div class=\"gallery\">{''.join(figures)}</div>")  # fmt: skip

@@ -118,26 +118,29 @@ def qc_figure(
     n = len(levels)
     ncols = 1 if n <= 4 else 2
     nrows = max(1, -(-n // ncols))
-    fig = plt.figure(figsize=(4.2 + 2.1 * ncols, max(5.0, 1.9 * nrows)))
-    grid = fig.add_gridspec(nrows, 2 + ncols, width_ratios=[2.0, 0.05, *[1.0] * ncols])
+    extent = (0, image.shape[1] * sy, 0, image.shape[2] * sz)
+    view = [0.0, extent[1], 0.0, extent[3]]  # the discs and a margin, in mm: anterior, posterior, inferior, superior
+    if n:
+        lo = np.min([[b[1].start * sy, b[2].start * sz] for b, _ in boxes.values()], axis=0) - MARGIN_MM
+        hi = np.max([[b[1].stop * sy, b[2].stop * sz] for b, _ in boxes.values()], axis=0) + MARGIN_MM
+        view = [max(lo[0], 0), min(hi[0], extent[1]), max(lo[1], 0), min(hi[1], extent[3])]
+    height = max(5.0, 1.9 * nrows)
+    width = float(np.clip(height * (view[1] - view[0]) / max(view[3] - view[2], 1.0), 2.0, 6.0)) + 0.8  # + the axis labels
+    fig = plt.figure(figsize=(width + 2.2 * ncols, height))
+    grid = fig.add_gridspec(nrows, 2 + ncols, width_ratios=[width, 0.1, *[2.2] * ncols])
     vmin, vmax = _window(image)
 
     sagittal = fig.add_subplot(grid[:, 0])
     x = int(np.argmax(is_disc_label(labels).sum(axis=(1, 2)))) if n else image.shape[0] // 2
-    extent = (0, image.shape[1] * sy, 0, image.shape[2] * sz)
     sagittal.imshow(image[x].T, cmap="gray", origin="lower", extent=extent, vmin=vmin, vmax=vmax, interpolation="nearest")
     for i, level in enumerate(sorted(boxes)):
         colour = COLOURS[i % len(COLOURS)]
         outline = labels[x].T == DISC_LABEL_OFFSET + level
         if outline.any():
             sagittal.contour(outline, levels=[0.5], colors=[colour], linewidths=1.2, origin="lower", extent=extent)
-    left = 0.0
-    if n:
-        lo = np.min([[b[1].start * sy, b[2].start * sz] for b, _ in boxes.values()], axis=0) - MARGIN_MM
-        hi = np.max([[b[1].stop * sy, b[2].stop * sz] for b, _ in boxes.values()], axis=0) + MARGIN_MM
-        left = max(lo[0], 0)
-        sagittal.set_xlim(left, min(hi[0], extent[1]))
-        sagittal.set_ylim(max(lo[1], 0), min(hi[1], extent[3]))
+    sagittal.set_xlim(view[0], view[1])
+    sagittal.set_ylim(view[2], view[3])
+    left = view[0]
     for i, level in enumerate(sorted(boxes)):  # each name in front of its disc, or at the view's edge
         box, centre = boxes[level]
         anterior = box[1].start * sy - 2.0
