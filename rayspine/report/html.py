@@ -30,15 +30,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..measure.plausibility import implausible  # noqa: E402
-from ..schema import GEOMETRY, ScanStatus, geometry_columns  # noqa: E402
+from ..measure.plausibility import MIN_DISCS, THRESHOLD, implausible  # noqa: E402
+from ..schema import GEOMETRY, USABLE_DISC_STATUSES, ScanStatus, geometry_columns  # noqa: E402
 from . import qc  # noqa: E402
 
 log = logging.getLogger(__name__)
+LONG_TEXT = ("message", "plausibility", "levels", "path")  # free text that may hold long paths: wrapped anywhere
 MAX_ROWS = 50  # rows of a warning table shown on the page; the CSV has them all
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-td{white-space:nowrap}td.text{white-space:normal;overflow-wrap:anywhere;min-width:5em}th{background:#f3f3f3;font-weight:600}
+td{white-space:nowrap}td.text{white-space:normal;overflow-wrap:break-word}td.long{overflow-wrap:anywhere;min-width:8em}th{background:#f3f3f3;font-weight:600}
 td.text,th.text{text-align:left}.scroll{max-width:100%;overflow-x:auto}
 img{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd;margin-top:2em}.bad{color:#a00}
 pre{max-width:100%;overflow-x:auto;background:#f8f8f8;padding:.5em}
@@ -113,7 +114,7 @@ def _table(frame: pd.DataFrame, links: dict[str, str] | None = None) -> str:
                 shown = html.escape("" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value))
             if column == "scan_id" and links and value in links:
                 shown = f'<a href="{links[value]}">{shown}</a>'
-            cells.append(f'<td class="{"text" if column in text else ""}">{shown}</td>')
+            cells.append(f'<td class="{("text long" if column in LONG_TEXT else "text") if column in text else ""}">{shown}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
@@ -194,7 +195,7 @@ def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chose
     """``OUT/qc/<scan_id>.png`` for the chosen scans that have none yet; returns scan id -> its link
     (relative to the report) for every chosen scan that has a picture."""
     out = Path(out)
-    rows = scans.set_index("scan_id", drop=False)
+    rows = scans[scans["status"] == ScanStatus.OK].drop_duplicates("scan_id").set_index("scan_id", drop=False)
     links = {}
     for scan_id in chosen:
         path = qc_path(out, scan_id)
@@ -229,6 +230,9 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     scans = pd.read_parquet(out / "scans.parquet")
     discs = pd.read_parquet(out / "discs.parquet")
     discs["level_name"] = qc.disc_names(discs)
+    if "n_discs" not in scans:  # a table made by hand: count the measured discs
+        measured_per_scan = discs[discs["volume_mm3"].notna()].groupby("scan_id").size()
+        scans["n_discs"] = scans["scan_id"].map(measured_per_scan).fillna(0).astype(int)
     discs["plausibility"] = implausible(discs)
 
     expected, odd_counts = qc.disc_count_warnings(scans)
@@ -237,7 +241,7 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     links = write_qc_pictures(out, scans, discs, qc.choose_qc_scans(scans, suspicious, sample, qc_limit))
     flag_columns = ["scan_id", "site", "level", "level_name", "status", "message", "plausibility"]
     if len(flagged):
-        write_text_atomic(flagged[flag_columns].to_csv(index=False), out / "qc" / "flags.csv")
+        write_text_atomic(flagged.reindex(columns=flag_columns).to_csv(index=False), out / "qc" / "flags.csv")
 
     parts = [f"<h1>rayspine report</h1><p>{len(scans)} scans, {len(discs)} discs, output folder <code>{html.escape(str(out.resolve()))}</code>.</p>"]
     warnings = []
@@ -303,14 +307,18 @@ def _flag_section(discs: pd.DataFrame, flagged: pd.DataFrame, links: dict[str, s
         return head + "<p>No disc.</p>"
     counts = discs.pivot_table(index="level_name", columns="status", values="scan_id", aggfunc="count", fill_value=0)
     counts = counts.reindex(discs.sort_values("level").drop_duplicates("level")["level_name"])
-    counts["implausible"] = discs.groupby("level_name")["plausibility"].agg(lambda s: int((s != "").sum())).reindex(counts.index)
+    implausible_n = discs.groupby("level_name")["plausibility"].agg(lambda s: str(int((s != "").sum())))
+    usable_n = discs[discs["status"].isin(USABLE_DISC_STATUSES)].groupby("level_name").size()
+    judged = usable_n.reindex(counts.index).fillna(0) >= MIN_DISCS
+    counts["implausible"] = implausible_n.reindex(counts.index).where(judged, f"not judged (< {MIN_DISCS} discs)")
     text = (head + "<p>Per level: discs by status (<code>fragments_dropped</code>: small pieces dropped, measured on the main one; "
             "<code>possibly_merged</code>: much larger than its neighbours; <code>too_large</code>: does not fit the crop; "
-            "<code>too_small</code>: not measured), and measurements implausible for the level (robust |z| > 4 against the "
-            "median and MAD of the archive's discs of that level).</p>" + _table(counts.reset_index()))  # fmt: skip
+            f"<code>too_small</code>: not measured), and measurements implausible for the level (robust |z| &gt; {THRESHOLD:g} against the "
+            "median and MAD of the archive's usable discs of that level, judged where it has at least "
+            f"{MIN_DISCS}).</p>" + _table(counts.reset_index()))  # fmt: skip
     if flagged.empty:
         return text + "<p>No disc is flagged.</p>"
-    return text + _capped(flagged[columns], links, "qc/flags.csv")
+    return text + _capped(flagged.reindex(columns=columns), links, "qc/flags.csv")
 
 
 def _gallery(scans: pd.DataFrame, links: dict[str, str], suspicious: set[str], with_images: bool = True) -> str:

@@ -44,6 +44,7 @@ def test_report_of_real_masks_measured_loads_every_image_and_fits(chromium, tmp_
     page = write_report(out)
     text = page.read_text()
     assert "Every scored scan has 5 discs." in text and "L1/L2" in text
+    assert "not judged (&lt; 20 discs)" in text  # four discs per level: too few to call one implausible
     layout = layout_of(chromium, page)
     _assert_fits(layout)
     assert len([i for i in layout["images"] if i["src"].startswith("qc/")]) == 2  # two per site

@@ -74,3 +74,23 @@ def test_extra_sections_survive_a_rewrite_that_names_none(synth_scored, tmp_path
     assert "geometric | 0.81" in write_report(moved / "scored").read_text()
     shutil.rmtree(moved / "cv")
     assert "is gone" in write_report(moved / "scored").read_text()
+
+
+def test_a_run_that_resumes_and_scores_nothing_new_keeps_the_extra_sections(synth_archive, synth_scored, tmp_path):
+    # The demo's case: `run` into scored/ (report=False), the report with the CV and interpretation
+    # sections, then a second `run` with the same settings: every scan is done, so it only rewrites
+    # the tables and the report (no Ray needed for that).
+    from rayspine.pipeline.graph import run_pipeline
+
+    from tests import oracle
+    from tests.report.conftest import CFG
+
+    out = tmp_path / "scored"
+    shutil.copytree(synth_scored, out)
+    (tmp_path / "interpret").mkdir()
+    (tmp_path / "interpret" / "correlation.md").write_text("z0 ~ height_mm r=0.9")
+    write_report(out, extras={"What the latent features encode": tmp_path / "interpret"})
+    summary = run_pipeline(synth_archive, out, seg_dir=synth_archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
+    assert "22 scans" in summary
+    page = (out / "report.html").read_text()
+    assert "What the latent features encode" in page and "z0 ~ height_mm r=0.9" in page
