@@ -119,6 +119,10 @@ def _table(frame: pd.DataFrame, links: dict[str, str] | None = None) -> str:
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
+
+
 def _capped(frame: pd.DataFrame, links: dict[str, str], where: str) -> str:
     shown = _table(frame.head(MAX_ROWS), links)
     if len(frame) > MAX_ROWS:
@@ -203,8 +207,9 @@ def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chose
             row = rows.loc[scan_id]
             mine = discs[discs["scan_id"] == scan_id]
             names = dict(zip(mine["level"], qc.disc_names(mine)))
-            flags = {level: "; ".join(f for f in (status if status != "ok" else "", note) if f)
-                     for level, status, note in zip(mine["level"], mine["status"], mine["plausibility"])}  # fmt: skip
+            # The statuses only: they are fixed when the scan is measured, while the plausibility notes
+            # move with the archive (the report's table has them) and a picture drawn once would go stale.
+            flags = {level: status for level, status in zip(mine["level"], mine["status"]) if status != "ok"}
             try:
                 image, labels, spacing = _scan_and_labels(out, row)
             except Exception as err:  # an unreadable file or missing mask costs its picture, not the report
@@ -213,7 +218,7 @@ def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chose
             title = f"{scan_id} ({row.site})" if isinstance(row.site, str) else str(scan_id)
             from .figures import save
 
-            save(qc.qc_figure(image, labels, spacing, title, names, {k: v for k, v in flags.items() if v}), path, dpi=100)
+            save(qc.qc_figure(image, labels, spacing, title, names, flags), path, dpi=100)
         links[scan_id] = f"qc/{quote(scan_id)}.png"
     return links
 
@@ -246,9 +251,9 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     parts = [f"<h1>rayspine report</h1><p>{len(scans)} scans, {len(discs)} discs, output folder <code>{html.escape(str(out.resolve()))}</code>.</p>"]
     warnings = []
     if len(odd_counts):
-        warnings.append(f"{len(odd_counts)} scans with more or fewer discs than the usual {expected}")
+        warnings.append(f"{_count(len(odd_counts), 'scan')} with more or fewer discs than the usual {expected}")
     if len(flagged):
-        warnings.append(f"{len(flagged)} flagged discs")
+        warnings.append(f"{_count(len(flagged), 'flagged disc')}")
     if warnings:
         parts.append(f'<p class="bad">To look at: {html.escape(", ".join(warnings))} (below).</p>')
 
@@ -296,7 +301,7 @@ def _disc_count_section(expected, odd: pd.DataFrame, discs: pd.DataFrame, links:
         return head + f"<p>Every scored scan has {expected} discs.</p>"
     names = discs.sort_values("level").groupby("scan_id")["level_name"].agg(lambda s: ", ".join(reversed(list(s))))
     table = odd.assign(levels=odd["scan_id"].map(names).fillna(""))[["scan_id", "site", "n_discs", "expected", "levels"]]
-    return (head + f'<p class="bad">{len(odd)} scans have more or fewer discs than the archive\'s usual {expected} '
+    return (head + f'<p class="bad">{_count(len(odd), "scan")} with more or fewer discs than the archive\'s usual {expected} '
             "(a missed or an extra disc, two discs merged, a scan of another part of the spine):</p>"
             + _capped(table, links, "scans.parquet"))  # fmt: skip
 

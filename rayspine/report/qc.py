@@ -104,7 +104,7 @@ def qc_figure(
 ) -> Figure:
     """One scan's QC picture. ``image`` and ``labels`` are ``[x, y, z]`` on one LPS grid (``labels``
     SPIDER disc labels 200 + level); ``names`` a name per level (default ``disc_name``); ``flags`` a short
-    note per level, printed in red on the disc's axial view (e.g. 'possibly_merged').
+    note per level, printed in red on the disc's axial view (its status, e.g. 'possibly_merged').
 
     Left: the sagittal slice with most disc voxels, anterior left, superior up, each disc outlined in
     its colour and named. Right: the axial slice through each disc's centre, superior disc first,

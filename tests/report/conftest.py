@@ -61,28 +61,33 @@ def synth_archive(tmp_path_factory) -> Path:
 
 
 # --- the browser ---------------------------------------------------------------------------------
-def _install_chromium() -> str | None:
-    """Debian's chromium via apt-get (CI runs as root on a fresh clone); None if that cannot be done."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        return None
+def _install_chromium() -> tuple[str | None, str]:
+    """Debian's chromium via apt-get (CI runs as root on a fresh clone): its path, or None and why not."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None, "not root, so apt-get cannot install it"
+    if shutil.which("apt-get") is None:
+        return None, "no apt-get (not a Debian-like system)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
         try:
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
+        except (OSError, subprocess.TimeoutExpired) as err:
+            return None, f"`{' '.join(command)}` failed: {err}"
         if done.returncode != 0:
-            return None
-    return shutil.which("chromium")
+            return None, f"`{' '.join(command)}` exited {done.returncode}: {(done.stderr or done.stdout).strip()[-300:]}"
+    found = shutil.which("chromium")
+    return found, "" if found else "apt-get installed chromium but it is not on PATH"
 
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """A headless Chromium on PATH, installed from Debian's packages when missing; the test is skipped
-    (with the reason) where it is neither there nor installable."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser") or _install_chromium()
+    """A headless Chromium on PATH, installed from Debian's packages when missing; the tests that need
+    it are skipped, with the reason, where it is neither there nor installable."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.skip("no chromium on PATH and `apt-get install chromium` was not possible (needs root and Debian's apt)")
+        found, why = _install_chromium()
+        if found is None:
+            pytest.skip(f"no chromium on PATH and it could not be installed: {why}")
     return found
 
 

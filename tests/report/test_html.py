@@ -13,8 +13,8 @@ from rayspine.report.html import write_report
 
 def test_a_scan_with_a_missing_disc_is_warned_about_and_linked_to_its_picture(synth_scored):
     page = (synth_scored / "report.html").read_text()
-    assert "1 scans with more or fewer discs than the usual 4" in page
-    row = page[page.index("have more or fewer discs"):].split("</tr>")[1]  # the table's first row
+    assert "1 scan with more or fewer discs than the usual 4" in page
+    row = page[page.index("with more or fewer discs than the archive"):].split("</tr>")[1]  # the table's first row
     assert 'href="qc/7_t1.png">7_t1</a>' in row and "<td class=\"\">3</td><td class=\"\">4</td>" in row
     assert "L2/L3, L4/L5, L5/S1" in row  # the levels it has: L3/L4 is the one missing
     assert (synth_scored / "qc" / "7_t1.png").is_file()
