@@ -33,6 +33,7 @@ import pandas as pd  # noqa: E402
 from ..measure.plausibility import MIN_DISCS, THRESHOLD, implausible  # noqa: E402
 from ..schema import GEOMETRY, USABLE_DISC_STATUSES, ScanStatus, geometry_columns  # noqa: E402
 from . import qc  # noqa: E402
+from .figures import save  # noqa: E402
 
 log = logging.getLogger(__name__)
 LONG_TEXT = ("message", "plausibility", "levels", "path")  # free text that may hold long paths: wrapped anywhere
@@ -216,8 +217,6 @@ def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chose
                 log.warning("no QC picture for %s: %s", scan_id, err)
                 continue
             title = f"{scan_id} ({row.site})" if isinstance(row.site, str) else str(scan_id)
-            from .figures import save
-
             save(qc.qc_figure(image, labels, spacing, title, names, flags), path, dpi=100)
         links[scan_id] = f"qc/{quote(scan_id)}.png"
     return links
@@ -245,8 +244,7 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
     suspicious = [*odd_counts["scan_id"], *flagged["scan_id"]]
     links = write_qc_pictures(out, scans, discs, qc.choose_qc_scans(scans, suspicious, sample, qc_limit))
     flag_columns = ["scan_id", "site", "level", "level_name", "status", "message", "plausibility"]
-    if len(flagged):
-        write_text_atomic(flagged.reindex(columns=flag_columns).to_csv(index=False), out / "qc" / "flags.csv")
+    write_text_atomic(flagged.reindex(columns=flag_columns).to_csv(index=False), out / "qc" / "flags.csv")  # header only: none
 
     parts = [f"<h1>rayspine report</h1><p>{len(scans)} scans, {len(discs)} discs, output folder <code>{html.escape(str(out.resolve()))}</code>.</p>"]
     warnings = []
@@ -274,7 +272,7 @@ def write_report(out: Path, extras: dict[str, Path] | None = None, sample: int =
         by_level = measured.groupby("level").agg(level_name=("level_name", "first"), n=("scan_id", "size"),
                                                  **{c: (c, "median") for c in geometry_columns()}).reset_index()  # fmt: skip
         parts.append("<h2>Disc geometry by level</h2>" + _png(level_distributions(measured)))
-        parts.append("<p>Medians by level (discs without a flag):</p>" + _table(by_level))
+        parts.append("<p>Medians by level (discs of status ok):</p>" + _table(by_level))
         by_site = measured.groupby("site").agg(n=("scan_id", "size"), **{c: (c, "median") for c in geometry_columns()}).reset_index()
         parts.append("<h2>Disc geometry by site</h2>" + _png(site_distributions(measured)))
         parts.append("<p>Medians by site (all levels together):</p>" + _table(by_site))
