@@ -211,6 +211,16 @@ def interpret(
 
 
 @app.command()
+def report(
+    out: Path = typer.Argument(..., help="Output folder of `run` or `measure` (its scans.parquet and discs.parquet)."),
+) -> None:
+    """(Re-)write OUT/report.html: warnings, flagged discs, geometry by level and site, QC pictures in OUT/qc/."""
+    from .report.html import write_report
+
+    typer.echo(write_report(out))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo-out"), "-o", "--out", help="Folder for everything the demo makes."),
     patients: int = typer.Option(24, help="Patients in the synthetic archive."),

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "rayspine"
 INFERENCE = ("segment/infer.py", "autoencode/infer.py", "autoencode/networks", "segment/networks")
 TRAINING = ("rayspine.segment.train", "rayspine.segment.command", "rayspine.autoencode.train", "rayspine.autoencode.sweep")
-PURE = ("measure/instances.py", "measure/crops.py", "measure/geometry.py", "measure/scan.py", "predict/cv.py",
+PURE = ("measure/instances.py", "measure/crops.py", "measure/geometry.py", "measure/scan.py", "measure/plausibility.py", "predict/cv.py",
         "interpret/traversal.py", "interpret/correlation.py", "stats.py", "segment/data.py")  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rayspine.cli import app
 
-COMMANDS = ["synth", "index", "train-seg", "measure", "train-ae", "run", "export", "cv", "interpret", "demo"]
+COMMANDS = ["synth", "index", "train-seg", "measure", "train-ae", "run", "export", "cv", "interpret", "report", "demo"]
 
 
 def test_help_is_fast_and_lists_every_command():

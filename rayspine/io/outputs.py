@@ -29,8 +29,8 @@ from .store import completed_parts, consolidate_parts, part_path, write_json_ato
 
 # What each command writes; --overwrite removes these and nothing else.
 OUTPUTS = {
-    "measure": ("parts", "crops.zarr", "discs.parquet", "scans.parquet"),
-    "run": ("masks.zarr", "crops.zarr", "parts", "discs.parquet", "scans.parquet", "report.html", "report_files"),
+    "measure": ("parts", "crops.zarr", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc"),
+    "run": ("masks.zarr", "crops.zarr", "parts", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc", "report_files"),
 }
 
 

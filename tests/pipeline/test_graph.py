@@ -63,7 +63,8 @@ def test_end_to_end_with_a_broken_scan_among_good_ones(archive, tmp_path, ray_lo
     assert "unreadable" in summary
     page = (out / "report.html").read_text()
     assert 'src="http' not in page and "<script" not in page  # opens offline, self-contained
-    assert page.count("data:image/png;base64") >= 4  # site distributions and mask overlays
+    assert page.count("data:image/png;base64") >= 2  # geometry by level and by site
+    assert page.count('src="qc/') >= 2 and (out / "qc" / "1_t1.png").is_file()  # QC pictures, files beside the page
     assert "98_t1" in page and "site1" in page and "site2" in page
     assert (scans.node_id.fillna("") != "").sum() == 5  # the segmenting node, for scans that reached it
 
