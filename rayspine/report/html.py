@@ -186,11 +186,12 @@ def _scan_and_labels(out: Path, row):
     from ..measure.scan import measure_mask
 
     try:
-        cfg = Config.from_dict(json.loads((out / "measure.json").read_text())["settings"])
+        marker = json.loads((out / "measure.json").read_text())
+        cfg, scheme = Config.from_dict(marker["settings"]), marker.get("label_scheme")
     except (OSError, ValueError, KeyError, TypeError):
-        cfg = Config()
+        cfg, scheme = Config(), None
     mask = read_scan(row.path, cfg.limits, check_voxels=False)
-    measured = measure_mask(mask, cfg, binary=looks_binary(mask.voxels))
+    measured = measure_mask(mask, cfg, binary=scheme is None and looks_binary(mask.voxels), scheme=scheme)
     labels = to_canonical_orientation(mask.with_voxels(measured.labels if measured.labels is not None else np.zeros(mask.shape, np.uint8)))
     mask = to_canonical_orientation(mask)
     return (np.asarray(mask.voxels) > 0).astype(np.float32) * 0.6, labels.voxels, mask.spacing
