@@ -235,12 +235,11 @@ def demo(
 def main() -> None:
     """Console entry point: user errors (missing or occupied folders, bad settings or files) end with one
     clear line and exit status 2; anything else is a bug or an infrastructure failure and stays loud."""
-    from .io.cards import ModelFileError
-    from .io.scans import ScanError
+    from .errors import USER_ERRORS
 
     try:
         app()
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, ScanError, ModelFileError) as err:
+    except USER_ERRORS as err:
         typer.secho(f"rayspine: error: {err}", err=True, fg=typer.colors.RED)
         raise SystemExit(2) from None
 

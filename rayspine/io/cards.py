@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import ModelFileError  # noqa: F401 - raised here, caught by callers
 from .store import atomic_path, write_json_atomic
 
 WEIGHTS_FILE = "model.safetensors"
@@ -35,10 +36,6 @@ CARD_FILE = "model.json"
 CARD_VERSION = 2
 SEGMENTER, AUTOENCODER = "segmenter", "autoencoder"
 LEGACY_ARCHITECTURES = {"DiscAutoencoder": "conv"}  # 0.1 card names -> registry names
-
-
-class ModelFileError(Exception):
-    """A model folder whose weights or card cannot be trusted or used."""
 
 
 # --- the registry ---------------------------------------------------------------------------------

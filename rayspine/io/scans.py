@@ -16,21 +16,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..errors import ScanError  # noqa: F401 - raised here, caught by callers
 from ..config import ScanLimits
 from ..schema import ScanStatus
 from ..volume import Volume, from_sitk, to_sitk
 
 SCAN_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
-
-
-class ScanError(Exception):
-    """A scan that cannot be used; ``status`` is one of ``schema.ScanStatus``."""
-
-    def __init__(self, path: str | os.PathLike, status: str, reason: str):
-        self.path = str(path)
-        self.status = status
-        self.reason = reason
-        super().__init__(f"{self.path}: {status}: {reason}")
 
 
 def scan_stem(path: str | os.PathLike) -> str:
