@@ -140,10 +140,11 @@ def train_ae(
     max_epochs: Optional[int] = typer.Option(None, help="Epoch limit per trial (default 1000)."),
     heldout: Optional[float] = typer.Option(None, help="Fraction of discs held out to report unseen-disc IoU."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered autoencoder network (default conv; see rayspine/autoencode/networks/)."),
+    heldout_folds: int = typer.Option(0, "--heldout-folds", help="Instead of the sweep: K folds by patient, each disc reconstructed by a model that never saw its patient, beside PCA, nearest disc and mean shape."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
 ) -> None:
-    """Train the disc autoencoder, one Ray Tune trial per bottleneck size, in parallel."""
+    """Train the disc autoencoder, one Ray Tune trial per bottleneck size, in parallel (or score it on unseen people)."""
     from .autoencode.sweep import run_sweep
 
     # `--bottleneck 64 8 4 3` (the paper's way of writing it): the click parser gives the option only its
@@ -158,7 +159,12 @@ def train_ae(
         config,
         ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout, "model": model},
     )
-    table = run_sweep(crops, out, cfg, overwrite=overwrite)
+    if heldout_folds:
+        from .autoencode.heldout import run_heldout
+
+        table = run_heldout(crops, out, cfg, folds=heldout_folds)
+    else:
+        table = run_sweep(crops, out, cfg, overwrite=overwrite)
     typer.echo(table.to_string(index=False))
 
 

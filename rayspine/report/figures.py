@@ -119,3 +119,24 @@ def correlation_heatmap(table: pd.DataFrame, title: str = "") -> Figure:
     fig.colorbar(image, ax=ax, label="Pearson r", shrink=0.8)
     ax.set_title((title or "Latent vs geometric and latent features") + " (dot: p < 0.05)", fontsize=9)
     return fig
+
+
+def heldout_iou(summary: pd.DataFrame) -> Figure:
+    """Held-out IoU against bottleneck size: the autoencoder beside PCA with as many components, 95 %
+    intervals over people as bars, the nearest training disc and the mean shape as reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, marker in (("autoencoder", "o"), ("pca", "s")):
+        rows = summary[summary["method"] == method].sort_values("bottleneck")
+        if len(rows):
+            err = [rows["iou"] - rows["iou_people_lo"], rows["iou_people_hi"] - rows["iou"]]
+            ax.errorbar(rows["bottleneck"], rows["iou"], yerr=err, marker=marker, capsize=3, label=method)
+    for method, style in (("nearest_iou", "--"), ("mean", ":")):
+        rows = summary[summary["method"] == method]
+        if len(rows):
+            ax.axhline(float(rows["iou"].iloc[0]), ls=style, color="grey", label=method.replace("_iou", " training disc"))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bottleneck (latent size) / PCA components")
+    ax.set_ylabel("IoU on people never seen")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

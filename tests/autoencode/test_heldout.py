@@ -1,0 +1,36 @@
+"""Held-out reconstruction by person: every disc scored once per method by a model that never saw its patient."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from rayspine.autoencode.heldout import run_heldout
+from rayspine.config import Config
+from tests.autoencode.test_sweep import _crop_folder
+from tests.autoencode.test_train import disc_phantoms
+
+
+def test_heldout_scores_each_disc_once_per_method_beside_pca(tmp_path, ray_local):
+    torch.set_num_threads(1)
+    crops = disc_phantoms(12, seed=7)
+    folder = _crop_folder(tmp_path / "measured", {f"s{i}": crops[2 * i : 2 * i + 2] for i in range(6)})  # 6 patients
+    cfg = Config().replace(ae={"bottlenecks": (4,), "max_epochs": 2, "channels": (4, 8, 8, 8), "target_iou": 1.01})
+    summary = run_heldout([folder], tmp_path / "heldout", cfg, folds=3)
+
+    per_disc = pd.read_csv(tmp_path / "heldout" / "heldout_discs.csv")
+    for (method, k), rows in per_disc.groupby(["method", per_disc["bottleneck"].fillna(-1)]):
+        assert len(rows) == 12 and not rows.duplicated(["scan_id", "level"]).any(), (method, k)  # every disc once
+        assert rows["fold"].nunique() == 3
+    # A person's discs are all in one fold, so their model never saw them.
+    assert (per_disc.groupby(["method", "bottleneck", "patient_id"], dropna=False)["fold"].nunique() == 1).all()
+    assert set(summary["method"]) == {"autoencoder", "pca", "nearest_iou", "nearest_l2", "mean"}
+    assert list(summary.loc[summary.method == "autoencoder", "bottleneck"]) == [4]
+    ok = summary.dropna(subset=["iou_lo"])
+    assert ((ok["iou_lo"] <= ok["iou"]) & (ok["iou"] <= ok["iou_hi"])).all() and summary["iou"].between(0, 1).all()
+    # Held-out PCA-4 must beat the mean shape, which is the same disc for everyone.
+    at = summary.set_index(["method", "bottleneck"])
+    assert at.loc[("pca", 4), "iou"] > summary.loc[summary.method == "mean", "iou"].iloc[0]
+    assert np.isclose(per_disc.loc[per_disc.method == "autoencoder", "dice"], 2 * per_disc.loc[per_disc.method == "autoencoder", "iou"] / (1 + per_disc.loc[per_disc.method == "autoencoder", "iou"])).all()
+    assert (tmp_path / "heldout" / "heldout.png").stat().st_size > 1000
