@@ -163,3 +163,78 @@ def _pids_in_session(sid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 continue
     return pids
+
+
+class FakeAutoscalingCluster(LocalCluster):
+    """A head with no CPUs and Ray's fake multi-node autoscaler (provider ``fake_multinode``).
+
+    Worker nodes exist only once the autoscaler launches them for a resource request, as on a cloud
+    cluster at ``min_workers: 0``; each is a set of Ray processes on this machine advertising the
+    resources of its node type (``GPU: 1`` without a real GPU). The monitor starts them as children
+    of the head's process session, so ``stop`` ends them with the head, and nothing else.
+    """
+
+    def __init__(self, root: Path, worker_types: dict, idle_timeout_minutes: float = 5.0):
+        super().__init__(root, head_cpus=0, worker_cpus=0)
+        self.worker_types = worker_types
+        self.idle_timeout_minutes = idle_timeout_minutes
+        self.env.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+
+    def autoscaling_config(self) -> dict:
+        return {
+            "cluster_name": f"fake-{self.gcs_port}",
+            "max_workers": sum(t["max_workers"] for t in self.worker_types.values()),
+            "provider": {
+                "type": "fake_multinode",
+                "gcs_address": self.gcs_address,
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+            },
+            "auth": {"ssh_user": "ray"},
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                **{name: {"node_config": {}, **spec} for name, spec in self.worker_types.items()},
+            },
+            "head_node_type": "ray.head.default",
+            "upscaling_speed": 1.0,
+            "idle_timeout_minutes": self.idle_timeout_minutes,
+            **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands")},
+            **{key: [] for key in ("head_start_ray_commands", "worker_start_ray_commands", "cluster_synced_files", "rsync_exclude", "rsync_filter")},
+            "file_mounts": {},
+            "file_mounts_sync_continuously": False,
+            "docker": {},
+        }
+
+    def start(self) -> FakeAutoscalingCluster:
+        import json
+
+        config = self.root / "autoscaling.json"
+        config.write_text(json.dumps(self.autoscaling_config()))
+        self._ray_start(
+            "--head",
+            f"--port={self.gcs_port}",
+            "--num-cpus=0",
+            f"--autoscaling-config={config}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--temp-dir={self.ray_temp}",
+            f"--ray-client-server-port={free_port()}",
+            *self._own_ports(),
+            "--node-ip-address=127.0.0.1",
+            "--disable-usage-stats",
+        )
+        self.wait_for_nodes(1)
+        return self
+
+    def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
+        """``ray status`` names a fake cluster's nodes by type ("1 ray.head.default"), not by id."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            out = subprocess.run([RAY, "status", f"--address={self.gcs_address}"], env=self.env, capture_output=True, text=True)
+            active = out.stdout.split("Active:", 1)[-1].split("Pending:", 1)[0]
+            if sum(int(line.split()[0]) for line in active.splitlines() if line.strip()[:1].isdigit()) >= count:
+                return
+            time.sleep(1)
+        raise TimeoutError(f"{count} Ray nodes did not come up:\n{out.stdout}\n{out.stderr}")

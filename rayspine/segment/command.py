@@ -148,5 +148,6 @@ def _metrics(name: str, outcome: TrainOutcome, per_scan: list[dict], split, test
         "train_seconds": outcome.seconds,
         "seconds": seconds,
         "history": outcome.history,
+        "train_workers": outcome.workers,  # where Ray Train ran: node and GPU ids per rank
         "cpu_count": os.cpu_count(),
     }
