@@ -2,8 +2,10 @@
 
 Both nodes are started with ``ray start`` in process sessions of their own, with their own temp
 folder and their own auth token (Ray >= 2.59 turns token authentication on, and a second node is
-refused without the head's token). Stopping kills exactly those sessions: never ``ray stop``, which
-would end every Ray process on the machine.
+refused without the head's token). Each node has one ``seg_slot``: a pool whose actors ask for one
+(``pipeline.seg_actor_resources``) puts exactly one actor on each node, whatever else the machine
+runs. Stopping kills exactly those sessions: never ``ray stop``, which would end every Ray process
+on the machine.
 """
 
 from __future__ import annotations
@@ -74,12 +76,12 @@ class LocalCluster:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
             f"--temp-dir={self.ray_temp}",
-            '--resources={"head_node": 1}',
+            '--resources={"head_node": 1, "seg_slot": 1}',
             f"--ray-client-server-port={free_port()}",
             *self._own_ports(),
             *common,
         )
-        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}", '--resources={"worker_node": 1}', *self._own_ports(), *common)
+        self._ray_start(f"--address={self.gcs_address}", f"--num-cpus={self.worker_cpus}", '--resources={"worker_node": 1, "seg_slot": 1}', *self._own_ports(), *common)
         self.wait_for_nodes(2)
         return self
 
@@ -113,7 +115,8 @@ class LocalCluster:
                 client.stop_job(job)
                 break
             time.sleep(2)
-        return str(client.get_job_status(job)), client.get_job_logs(job)
+        info = client.get_job_info(job)
+        return str(info.status), client.get_job_logs(job) + (f"\n[job message] {info.message}" if info.message else "")
 
     def stop(self) -> None:
         """Kill every process of the sessions this cluster started, and nothing else."""
