@@ -1,7 +1,9 @@
-"""Connecting to Ray and sizing work from the resources Ray actually has.
+"""Connecting to Ray and sizing work from the resources the cluster has and can grow to.
 
 On a laptop the program starts its own local Ray; under ``ray job submit`` (or with ``RAY_ADDRESS``
-set) it joins the running cluster. The same code runs in both places.
+set) it joins the running cluster. The same code runs in both places. Under an autoscaler, plans
+count the node types it can launch: a request that no live node can hold (a GPU, with only a 0-CPU
+head up) is what makes the autoscaler launch one.
 """
 
 from __future__ import annotations

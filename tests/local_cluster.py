@@ -94,13 +94,18 @@ class LocalCluster:
             time.sleep(1)
         raise TimeoutError(f"{count} Ray nodes did not come up:\n{out.stdout}\n{out.stderr}")
 
+    def job_runtime_env(self, working_dir: Path) -> dict:
+        return {"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out", ".hypothesis", ".notes"]}
+
     def submit(self, entrypoint: str, working_dir: Path, timeout: float = 600) -> tuple[str, str]:
         """Submit a job through the Ray Jobs API and wait for it; returns (status, logs)."""
         from ray.job_submission import JobStatus, JobSubmissionClient
 
         token = Path(self.env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
         client = JobSubmissionClient(self.dashboard_url, headers={"Authorization": f"Bearer {token}"})
-        runtime_env = {"working_dir": str(working_dir), "excludes": [".venv", ".git", "demo-out", ".hypothesis", ".notes"]}
+        runtime_env = self.job_runtime_env(working_dir)
+        if "working_dir" not in runtime_env:
+            entrypoint = f"cd {working_dir} && {entrypoint}"
         for attempt in range(30):  # the head's job agent may still be starting ("No available agent")
             try:
                 job = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
@@ -230,6 +235,12 @@ class FakeAutoscalingCluster(LocalCluster):
         )
         self.wait_for_nodes(1)
         return self
+
+    def job_runtime_env(self, working_dir: Path) -> dict:
+        """The code by path, not as an uploaded package: the fake nodes share one session folder, and
+        one node's runtime-env agent deleted a package another node's job was running from (seen here
+        once in four runs: the sweep's driver lost its working directory)."""
+        return {"env_vars": {"PYTHONPATH": str(working_dir)}}
 
     def wait_for_nodes(self, count: int, timeout: float = 60) -> None:
         """``ray status`` names a fake cluster's nodes by type ("1 ray.head.default"), not by id."""

@@ -22,7 +22,7 @@ from rayspine.synth import synthesize_archive
 from .local_cluster import FakeAutoscalingCluster
 
 ROOT = Path(__file__).resolve().parents[1]
-# About 8.5 minutes on this 2-core machine (four jobs, fake nodes started on demand): slow as well.
+# 7 to 11 minutes on this shared 2-core machine (four jobs, fake nodes started on demand): slow as well.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 STORE = 300 * 1024**2
 WORKER_TYPES = {
@@ -79,8 +79,12 @@ def test_jobs_ask_for_gpus_and_the_autoscaler_launches_gpu_nodes_for_them(tmp_pa
     # (A network trained for one epoch finds no discs: "no_discs" is still a segmented scan.)
     assert len(scans) == 8 and set(scans.status) <= {"ok", "no_discs"}, scans[["scan_id", "status", "message"]]
     assert set(scans.node_id) <= gpu_nodes, (set(scans.node_id), gpu_nodes)
+    # Every actor of the pool asked for a GPU; those placed (the pool may have grown by one that the
+    # end of the run cancelled before its node came up) ran on GPU nodes.
     segmenters = [a for a in state["actors"] if "SegmentScans" in a["class_name"]]
-    assert segmenters and all(a["required_resources"].get("GPU", 0) == 1.0 and a["node_id"] in gpu_nodes for a in segmenters), segmenters
+    placed = [a for a in segmenters if a["node_id"]]
+    assert placed and all(a["required_resources"].get("GPU", 0) == 1.0 for a in segmenters), segmenters
+    assert all(a["node_id"] in gpu_nodes for a in placed), (placed, gpu_nodes)
 
     # Ray Train: one worker per GPU the cluster can grow to (two), each on a GPU node holding its GPU.
     workers = json.loads((seg / "metrics.json").read_text())["train_workers"]
