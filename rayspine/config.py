@@ -147,10 +147,28 @@ class InterpretConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    # None: sized from the resources Ray reports, leaving CPUs for the read tasks.
-    seg_actors: int | None = None
+    # Model actor pools (runtime.plan_model_pools). A fixed size, or bounds for an autoscaling pool:
+    # None as the top means one actor per GPU the cluster can grow to (its autoscaler's node types
+    # count), or on CPUs as many as leave room for the read tasks.
+    seg_actors: int | None = None  # fixed pool size (overrides the bounds)
+    seg_actors_min: int = 1
+    seg_actors_max: int | None = None
     encode_actors: int | None = None
+    encode_actors_min: int = 1
+    encode_actors_max: int | None = None
+    # Custom resources each segmentation actor asks for, e.g. {"seg_slot": 1} with one slot per node
+    # to place one actor on each node (the two-node test does): Ray's SPREAD is only a preference.
+    seg_actor_resources: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1  # scans per segmentation call (scans differ in shape)
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    # GPUs on purpose: None asks for them when some node (live or launchable) has one; False never
+    # does (a GPU cluster used for CPU work); True always does (node types the program cannot see).
+    use_gpu: bool | None = None
+    train_workers: int | None = None  # Ray Train workers; None: one per GPU the cluster can grow to, else one
+    train_max_failures: int = 3  # Ray Train restarts the run from its last checkpoint this often (a lost node)
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,7 @@ class Config:
     cv: CVConfig = field(default_factory=CVConfig)
     interpret: InterpretConfig = field(default_factory=InterpretConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

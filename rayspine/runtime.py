@@ -1,14 +1,21 @@
-"""Connecting to Ray and sizing work from the resources Ray actually has.
+"""Connecting to Ray and sizing work from the resources the cluster has and can grow to.
 
 On a laptop the program starts its own local Ray; under ``ray job submit`` (or with ``RAY_ADDRESS``
-set) it joins the running cluster. The same code runs in both places.
+set) it joins the running cluster. The same code runs in both places. Under an autoscaler, plans
+count the node types it can launch: a request that no live node can hold (a GPU, with only a 0-CPU
+head up) is what makes the autoscaler launch one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config, PipelineConfig, ResourcesConfig
 
 log = logging.getLogger(__name__)
 
@@ -31,48 +38,225 @@ def init_ray(num_cpus: int | None = None) -> None:
     log.info("ray resources: %s", ray.cluster_resources())
 
 
+# --- what the cluster can grow to ----------------------------------------------------------------
+# A node type without a bound (``max_workers`` absent or -1) counts as this many nodes: enough for any
+# pool this program sizes, few enough that a plan stays a plan.
+UNBOUNDED_NODES = 64
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """One node type the cluster can launch: its resources and how many of it may run."""
+
+    name: str
+    resources: dict
+    max_count: int
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The resources a plan may count on: the live nodes, plus what the autoscaler can still launch.
+
+    Under an autoscaler the live cluster may be a head with no CPUs; sizing from it alone gives one CPU
+    actor and the autoscaler, which only answers requests, never launches a GPU node.
+    """
+
+    cpus: float
+    gpus: float
+    node_cpus: float  # CPUs of the largest node, live or launchable: one worker never holds more
+    autoscaling: bool = False  # some node type can still be launched
+
+
+def node_types_from_autoscaling_config(config: dict) -> list[NodeShape]:
+    """Worker node types of a ``ray up`` / autoscaler config (``available_node_types``), bounded by
+    each type's ``max_workers`` and the cluster's own ``max_workers``."""
+    cluster_max = config.get("max_workers")
+    head = config.get("head_node_type")
+    shapes = []
+    for name, spec in (config.get("available_node_types") or {}).items():
+        count = spec.get("max_workers", cluster_max if cluster_max is not None else -1)
+        if name == head or count == 0:
+            continue
+        if count is None or count < 0:
+            count = cluster_max if cluster_max is not None and cluster_max >= 0 else UNBOUNDED_NODES
+        if cluster_max is not None and cluster_max >= 0:
+            count = min(count, cluster_max)
+        resources = {k: float(v) for k, v in (spec.get("resources") or {}).items() if k != "object_store_memory"}
+        shapes.append(NodeShape(name=name, resources=resources, max_count=int(count)))
+    return shapes
+
+
+def plan_capacity(live: dict, head: dict, live_node_cpus: float, shapes: list[NodeShape]) -> Capacity:
+    """The larger of the live cluster and the head plus every launchable node type at its maximum
+    count (the autoscaler's own nodes count once, whether running yet or not)."""
+    grown = {key: float(head.get(key, 0)) + sum(s.resources.get(key, 0) * s.max_count for s in shapes) for key in ("CPU", "GPU")}
+    cpus, gpus = (max(float(live.get(key, 0)), grown[key]) for key in ("CPU", "GPU"))
+    node_cpus = max([float(live_node_cpus), *(s.resources.get("CPU", 0) for s in shapes)])
+    return Capacity(cpus=max(cpus, 1.0), gpus=gpus, node_cpus=max(node_cpus, 1.0), autoscaling=bool(shapes))
+
+
+def launchable_node_types() -> list[NodeShape]:
+    """The node types this cluster's autoscaler can launch, [] without an autoscaler (a laptop).
+
+    Two places hold them in Ray 2.60. Autoscaler v2 and KubeRay report a cluster config to the GCS
+    (what Ray Data and Ray Train read: ``ray._private.state.state.get_cluster_config()``). The classic
+    autoscaler of ``ray up`` keeps them in the config file its monitor was started with (``ray up``
+    writes it to ``~/ray_bootstrap_config.yaml`` on the head, where ``ray job submit`` runs the job);
+    the monitor serving this cluster's GCS names the file on its command line.
+    """
+    shapes = _node_types_from_gcs()
+    if shapes is None:
+        from .io.remote import read_cluster_config
+
+        shapes = node_types_from_autoscaling_config(read_cluster_config(_monitor_autoscaling_config()))
+    # Workers that only match a node already running are still launchable (a type's max counts all).
+    return [s for s in shapes if s.max_count > 0 and s.resources]
+
+
+def _node_types_from_gcs() -> list[NodeShape] | None:
+    import ray
+    import ray._private.state
+
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # an older GCS without the key, or not connected
+        return None
+    if not config or not config.node_group_configs:
+        return None
+    head = next((n["Resources"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]), {})
+    shapes = []
+    for group in config.node_group_configs:
+        resources = {k: float(v) for k, v in group.resources.items()}
+        if group.max_count == 1 and all(resources.get(k, 0) == head.get(k, 0) for k in ("CPU", "GPU")):
+            continue  # the head's own group, as Ray Data reads it: it cannot be launched again
+        shapes.append(NodeShape(group.name, resources, UNBOUNDED_NODES if group.max_count < 0 else int(group.max_count)))
+    return shapes
+
+
+def _monitor_autoscaling_config() -> Path:
+    """The ``--autoscaling-config`` of the autoscaler monitor serving the GCS we are connected to,
+    else where ``ray up`` puts it."""
+    import psutil
+    import ray
+
+    port = str(ray.get_runtime_context().gcs_address).rsplit(":", 1)[-1]
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info.get("cmdline") or []
+        if not any(a.endswith("autoscaler/_private/monitor.py") or a.endswith("autoscaler/v2/monitor.py") for a in args[:3]):
+            continue
+        gcs = [a.split("=", 1)[1] for a in args if a.startswith("--gcs-address=")]
+        config = [a.split("=", 1)[1] for a in args if a.startswith("--autoscaling-config=")]
+        if gcs and config and gcs[0].rsplit(":", 1)[-1] == port:
+            return Path(config[0]).expanduser()
+    return Path("~/ray_bootstrap_config.yaml").expanduser()
+
+
+def cluster_capacity() -> Capacity:
+    """``plan_capacity`` of the connected Ray cluster."""
+    import ray
+
+    shapes = launchable_node_types()
+    head = next((n["Resources"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]), {})
+    capacity = plan_capacity(ray.cluster_resources(), head, largest_node_cpus(), shapes)
+    log.info("cluster capacity: %s (launchable node types: %s)", capacity, [(s.name, s.resources, s.max_count) for s in shapes])
+    return capacity
+
+
+# --- model actor pools ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PoolPlan:
-    """How many model actors to run and what each one holds."""
+    """An actor pool: between ``min_size`` and ``max_size`` actors (Ray Data grows it while work
+    queues, and the autoscaler launches nodes for actors that do not fit), each holding these."""
 
-    size: int
-    num_gpus: float
+    min_size: int
+    max_size: int
     num_cpus: float
+    num_gpus: float
+    resources: dict = field(default_factory=dict)  # custom resources per actor (pin a pool to nodes)
+
+    @property
+    def size(self) -> int:
+        """The most actors the pool may hold (what the CPU tasks are sized against)."""
+        return self.max_size
+
+    def strategy(self):
+        import ray.data
+
+        if self.min_size == self.max_size:
+            return ray.data.ActorPoolStrategy(size=self.max_size)
+        return ray.data.ActorPoolStrategy(min_size=self.min_size, max_size=self.max_size)
+
+
+def _bounds(fixed: int | None, low: int, high: int | None, available: int) -> tuple[int, int]:
+    if fixed:
+        return fixed, fixed
+    top = max(1, high or available)
+    return min(max(1, low), top), top
 
 
 def plan_model_pools(
-    cpus: float, gpus: float, seg_requested: int | None = None, encode_requested: int | None = None, with_encoder: bool = True
+    capacity: Capacity, pipeline: PipelineConfig, with_encoder: bool = True, use_gpu: bool | None = None
 ) -> tuple[PoolPlan, PoolPlan | None]:
     """Actor pools for segmentation and encoding that always leave room for the CPU tasks.
 
-    With GPUs: one segmentation and one encoding actor per GPU, sharing it (0.75 + 0.25), so neither
-    pool can take every GPU from the other. Without: a quarter of the CPUs (at least one) stays free for
-    reading, measuring and writing; the encoder (a small network) holds a quarter CPU; segmentation
-    actors take one CPU each of what is left, at least one. An actor pool that holds every CPU starves
-    the read tasks and the graph hangs, so a request for more actors than that is cut down.
+    With GPUs (some node can have one, unless ``use_gpu`` is False): each actor asks for a
+    GPU share, one segmentation and one encoding actor per GPU (0.75 + 0.25, so neither pool can take
+    every GPU from the other), from ``*_min`` actors up to one per GPU the cluster can grow to. The
+    request is what makes an autoscaler launch GPU nodes. Without: a quarter of the CPUs (at least
+    one) stays free for reading, measuring and writing; the encoder (a small network) holds a quarter
+    CPU; segmentation actors take one CPU each of what is left, at least one. An actor pool that
+    holds every CPU starves the read tasks and the graph hangs, so a request for more actors than
+    that is cut down. A laptop's pool is fixed at that size; an autoscaling cluster's starts small.
     """
-    if gpus >= 1:
-        size = seg_requested or int(gpus)
-        seg = PoolPlan(size=size, num_gpus=0.75 if with_encoder else 1.0, num_cpus=1)
-        encode = PoolPlan(size=encode_requested or size, num_gpus=0.25, num_cpus=0.5) if with_encoder else None
-        return seg, encode
-    encode = PoolPlan(size=encode_requested or 1, num_gpus=0, num_cpus=0.25) if with_encoder else None
+    use_gpu = use_gpu if use_gpu is not None else capacity.gpus >= 1
+    seg_resources = dict(pipeline.seg_actor_resources)
+    if use_gpu:
+        gpus = max(1, int(capacity.gpus))
+        low, high = _bounds(pipeline.seg_actors, pipeline.seg_actors_min, pipeline.seg_actors_max, gpus)
+        seg = PoolPlan(low, high, num_cpus=1, num_gpus=0.75 if with_encoder else 1.0, resources=seg_resources)
+        if not with_encoder:
+            return seg, None
+        low, high = _bounds(pipeline.encode_actors, pipeline.encode_actors_min, pipeline.encode_actors_max, high)
+        return seg, PoolPlan(low, high, num_cpus=0.5, num_gpus=0.25)
+    cpus = capacity.cpus
+    encode = None
+    if with_encoder:
+        size = pipeline.encode_actors or 1
+        encode = PoolPlan(size, size, num_cpus=0.25, num_gpus=0)
     reserve = max(1.0, 0.25 * cpus)
-    room = int(cpus - reserve - (encode.size * encode.num_cpus if encode else 0))
-    size = max(1, min(seg_requested or room, room))
-    if seg_requested and seg_requested > size:
-        log.warning("%d segmentation actors requested, %d fit beside the CPU tasks on %g CPUs", seg_requested, size, cpus)
-    return PoolPlan(size=size, num_gpus=0, num_cpus=1), encode
+    room = max(1, int(cpus - reserve - (encode.max_size * encode.num_cpus if encode else 0)))
+    requested = pipeline.seg_actors or pipeline.seg_actors_max
+    if requested and requested > room:
+        log.warning("%d segmentation actors requested, %d fit beside the CPU tasks on %g CPUs", requested, room, cpus)
+    high = min(requested or room, room)
+    low = high if pipeline.seg_actors or not capacity.autoscaling else min(max(1, pipeline.seg_actors_min), high)
+    return PoolPlan(low, high, num_cpus=1, num_gpus=0, resources=seg_resources), encode
 
 
-def model_pools(cfg_pipeline, with_encoder: bool) -> tuple[PoolPlan, PoolPlan | None]:
-    """``plan_model_pools`` for the resources this Ray cluster has."""
-    import ray
+def model_pools(cfg: Config, with_encoder: bool) -> tuple[PoolPlan, PoolPlan | None]:
+    """``plan_model_pools`` for what this Ray cluster has and can grow to."""
+    return plan_model_pools(cluster_capacity(), cfg.pipeline, with_encoder, cfg.resources.use_gpu)
 
-    resources = ray.cluster_resources()
-    return plan_model_pools(
-        resources.get("CPU", 1), resources.get("GPU", 0), cfg_pipeline.seg_actors, cfg_pipeline.encode_actors, with_encoder
-    )
+
+# --- Ray Train workers ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainPlan:
+    num_workers: int
+    use_gpu: bool
+    cpus_per_worker: float
+    threads: int  # torch threads per worker
+
+
+def plan_train_workers(capacity: Capacity, resources: ResourcesConfig, free_cpus: int) -> TrainPlan:
+    """Ray Train workers: one per GPU the cluster can grow to (or ``train_workers``), each holding a
+    GPU, so an autoscaler launches the GPU nodes; without GPUs one worker with every core a node has
+    free (``free_cpus``; on a cluster whose nodes are not up yet, a whole launchable node)."""
+    use_gpu = resources.use_gpu if resources.use_gpu is not None else capacity.gpus >= 1
+    if use_gpu:
+        workers = resources.train_workers or max(1, int(capacity.gpus))
+        return TrainPlan(num_workers=workers, use_gpu=True, cpus_per_worker=1, threads=2)
+    cpus = int(free_cpus) if free_cpus >= 1 else max(1, int(capacity.node_cpus))
+    return TrainPlan(num_workers=resources.train_workers or 1, use_gpu=False, cpus_per_worker=cpus, threads=cpus)
 
 
 def largest_node_cpus() -> int:

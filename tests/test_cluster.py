@@ -1,8 +1,10 @@
 """A real two-node Ray cluster on this machine: every job in jobs/ submitted through the Ray Jobs API.
 
 Marked ``cluster``; the default test run (and so CI) includes it. The head and the worker node each
-advertise 2 CPUs and a custom resource naming them; the scoring job's segmentation actors spread over
-both nodes, and the node that segmented each scan is recorded in scans.parquet.
+advertise 2 CPUs, a custom resource naming them and one ``seg_slot``; the scoring job's two
+segmentation actors each ask for a slot, so one runs on each node (placement by resources, not by
+SPREAD, which is only a preference and packed both on one node when the machine was busy), and the
+node that segmented each scan is recorded in scans.parquet.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.cluster
 
 
-def _job(cluster: LocalCluster, script: str, *args: str) -> str:
-    status, logs = cluster.submit(f"{sys.executable} jobs/{script} " + " ".join(args), working_dir=ROOT)
+def _job(cluster: LocalCluster, script: str, *args: str, env: str = "") -> str:
+    status, logs = cluster.submit(f"{env} {sys.executable} jobs/{script} " + " ".join(args), working_dir=ROOT)
     assert status == "SUCCEEDED", f"{script} {status}:\n{logs[-4000:]}"
     return logs
 
@@ -32,14 +34,17 @@ def test_every_job_runs_on_a_two_node_cluster(tmp_path, ray_local):
     archive = tmp_path / "archive"
     synthesize_archive(archive, patients=10, sites=2, seed=5, size="small", overwrite=True)
     config = tmp_path / "tiny.json"
-    config.write_text(json.dumps({"seg": {"max_epochs": 2, "patience": 2}, "pipeline": {"seg_actors": 2}, "cv": {"n_bootstrap": 50}}))
+    config.write_text(json.dumps({"seg": {"max_epochs": 2, "patience": 2}, "pipeline": {"seg_actors": 2, "seg_actor_resources": {"seg_slot": 1}}, "cv": {"n_bootstrap": 50}}))
     seg, scored, sweep, cv = (tmp_path / name for name in ("seg", "scored", "sweep", "cv"))
 
     with LocalCluster(tmp_path / "cluster") as cluster:
         _job(cluster, "train_segmenter.py", str(archive), str(seg), "--test-site site2", f"--config {config}")
         assert (seg / "model.safetensors").is_file() and json.loads((seg / "metrics.json").read_text())["n_test"] > 0
 
-        logs = _job(cluster, "score_archive.py", str(archive), str(scored), f"--seg {seg}", f"--config {config}")
+        # Ray Data hands out scans as soon as one actor is up; waiting for both keeps the first from
+        # scoring all ten before the second has loaded its network on a busy machine.
+        wait = "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S=300"
+        logs = _job(cluster, "score_archive.py", str(archive), str(scored), f"--seg {seg}", f"--config {config}", env=wait)
         scans = pd.read_parquet(scored / "scans.parquet")
         assert len(scans) == 10 and set(scans.scan_id) == {f"{i}_t1" for i in range(1, 11)}
         nodes = set(scans.node_id.dropna()) - {""}

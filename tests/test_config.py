@@ -29,23 +29,6 @@ def test_unknown_keys_are_errors_not_ignored():
         Config.from_dict({"ae": {"max_epoch": 3}})
 
 
-def test_model_pools_always_leave_cpus_for_the_tasks():
-    from rayspine.runtime import plan_model_pools
-
-    for cpus in (1, 2, 3, 4, 8, 16, 64):
-        for with_encoder in (False, True):
-            seg, enc = plan_model_pools(cpus, 0, with_encoder=with_encoder)
-            held = seg.size * seg.num_cpus + (enc.size * enc.num_cpus if enc else 0)
-            assert seg.size >= 1 and (enc is not None) == with_encoder
-            if cpus >= 2:
-                assert cpus - held >= 0.5, (cpus, with_encoder, seg, enc)  # a read task still fits
-    seg, enc = plan_model_pools(2, 0, seg_requested=4)
-    assert seg.size == 1  # cut down, not a hang
-    seg, enc = plan_model_pools(16, 4, with_encoder=True)
-    assert seg.size == enc.size == 4 and seg.num_gpus + enc.num_gpus <= 1.0
-    assert plan_model_pools(16, 4, with_encoder=False)[0].num_gpus == 1.0
-
-
 def test_free_cpus_waits_for_finished_tasks_and_sees_held_ones(ray_local):
     import ray
 

@@ -25,7 +25,7 @@ import pandas as pd
 from ..config import Config
 from ..io.cards import CARD_FILE, ModelFileError, data_hash, read_card
 from ..io.store import read_crops_zarr, write_json_atomic, write_text_atomic, written_groups
-from ..runtime import init_ray, largest_node_cpus
+from ..runtime import cluster_capacity, init_ray
 from ..schema import USABLE_DISC_STATUSES
 from .infer import DEFAULT_FILE
 from .train import save_autoencoder, train_autoencoder, utc_now
@@ -91,11 +91,20 @@ def split_heldout(meta: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
 
 
 # --- resources -----------------------------------------------------------------------------------
-def trial_resources(n_trials: int, cluster: dict, node_cpus: float | None = None) -> tuple[dict, int]:
+def trial_resources(n_trials: int, cluster: dict, node_cpus: float | None = None, use_gpu: bool | None = None) -> tuple[dict, int]:
     """Ray resources per trial and the torch thread count to go with them, so all trials fit at once
-    (and no trial asks for more CPUs than its largest node has)."""
+    (and no trial asks for more CPUs than its largest node has).
+
+    ``cluster`` is what the cluster can grow to (``runtime.cluster_capacity``): on an autoscaling
+    cluster the trials' GPU requests are what make the autoscaler launch GPU nodes. ``use_gpu``
+    False keeps them on CPUs, True asks for GPUs the program cannot see.
+    """
     gpus = float(cluster.get("GPU", 0))
     cpus = float(cluster.get("CPU", 1))
+    if use_gpu is False:
+        gpus = 0.0
+    elif use_gpu:
+        gpus = max(gpus, 1.0)
     if gpus >= 1:
         # One GPU per trial when there are enough; otherwise an equal share (this network is small).
         gpu = 1.0 if gpus >= n_trials else math.floor(gpus / n_trials * 1e4) / 1e4
@@ -110,10 +119,13 @@ def trial_resources(n_trials: int, cluster: dict, node_cpus: float | None = None
 # --- the trial -----------------------------------------------------------------------------------
 def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spacing=(), digest: str = "", threads: int = 1) -> None:
     """One Tune trial: train the autoencoder of ``config['bottleneck']`` and write OUT/bn<k>/."""
+    import ray
     import torch
     from ray import tune
 
     trial_started = utc_now()
+    # Where the trial ran and what it held, for the card: on a cluster, a GPU node and its GPU.
+    placement = {"node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
     torch.set_num_threads(int(threads))
     k = int(config["bottleneck"])
     folder = Path(out) / f"bn{k}"
@@ -123,7 +135,7 @@ def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spaci
         folder,
         spacing_mm=spacing,
         config_digest=digest,
-        extra={"ae_config": _jsonable(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads)},
+        extra={"ae_config": _jsonable(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
     )
     tune.report({"bottleneck": k, "done": True, **result.metrics()})
 
@@ -154,7 +166,6 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
     checkpoint.pt) and ``out/default.json`` naming the default model: the smallest size that converged,
     else the one with the best training IoU (marked ``converged: false``).
     """
-    import ray
     from ray import tune
 
     out = Path(out).resolve()
@@ -173,7 +184,8 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
     todo = [k for k in cfg.ae.bottlenecks if not _finished(out / f"bn{k}", digest, ae_json)]
     if todo:
         init_ray()  # joins the cluster of RAY_ADDRESS, else a local Ray (no-op when already connected)
-        resources, threads = trial_resources(len(todo), ray.cluster_resources(), largest_node_cpus())
+        capacity = cluster_capacity()
+        resources, threads = trial_resources(len(todo), {"CPU": capacity.cpus, "GPU": capacity.gpus}, capacity.node_cpus, cfg.resources.use_gpu)
         log.info("sweep: %d trials at once, each %s, %d torch thread(s)", len(todo), resources, threads)
         trainable = tune.with_parameters(
             _trial,

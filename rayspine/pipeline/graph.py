@@ -90,7 +90,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
 
     seg_card = segment_stage.card(seg_dir)
     rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
-    seg_plan, ae_plan = model_pools(cfg.pipeline, with_encoder=ae_dir is not None)
+    seg_plan, ae_plan = model_pools(cfg, with_encoder=ae_dir is not None)
     log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     # Reading is I/O-bound: half a CPU each, which also keeps Ray from fusing it into the model actors.
@@ -103,12 +103,12 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         fn_constructor_kwargs={"model_dir": seg_dir},
         batch_size=cfg.pipeline.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=seg_plan.size),
+        # From min_size to max_size actors; each asks for its GPU share, so an autoscaler launches
+        # GPU nodes for them. Placement on chosen nodes goes through custom resources (PoolPlan.resources).
+        compute=seg_plan.strategy(),
         num_cpus=seg_plan.num_cpus,
         num_gpus=seg_plan.num_gpus,
-        # Model actors over as many nodes as possible, not packed on one. Deprecated in Ray 2.60 (gone in
-        # 2.64), but without it both actors of tests/test_cluster.py landed on one node.
-        scheduling_strategy="SPREAD",
+        resources=seg_plan.resources or None,
     )
     dataset = dataset.map(
         stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once
@@ -119,10 +119,10 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             fn_constructor_kwargs={"model_dir": ae_dir},
             batch_size=cfg.pipeline.batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=ae_plan.size),
+            compute=ae_plan.strategy(),
             num_cpus=ae_plan.num_cpus,
             num_gpus=ae_plan.num_gpus,
-            scheduling_strategy="SPREAD",
+            resources=ae_plan.resources or None,
         )
     return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out)}, num_cpus=0.25, concurrency=tasks_at_once)
 

@@ -163,13 +163,14 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
         net, final, (name, kwargs) = fit_prepared(every, [], final_cfg, storage / "final")
         used = list(usable["scan_id"])
         training = {"protocol": protocol, "folds": len(splits), "final_fit_epochs": final_epochs, "n_train": len(used), "n_val": 0}
-        shipped = {"epochs": final.epochs, "n_train": len(used), "train_seconds": final.seconds, "chosen_from_folds": [f["best_epoch"] for f in folds]}
+        shipped = {"epochs": final.epochs, "n_train": len(used), "train_seconds": final.seconds, "chosen_from_folds": [f["best_epoch"] for f in folds],
+                   "workers": final.workers}
     else:
         net, outcome, (name, kwargs) = fitted
         used = splits[0]["train"] + splits[0]["val"]
         training = {"protocol": protocol, "epochs": outcome.epochs, "best_epoch": outcome.best_epoch, "best_val_iou": outcome.best_val_iou,
                     "n_train": len(splits[0]["train"]), "n_val": len(splits[0]["val"]), "test_site": test_site}
-        shipped = {"epochs": outcome.epochs, "n_train": len(splits[0]["train"]), "n_val": len(splits[0]["val"])}
+        shipped = {"epochs": outcome.epochs, "n_train": len(splits[0]["train"]), "n_val": len(splits[0]["val"]), "workers": outcome.workers}
     rows = [by_id.loc[s] for s in used]
     card = make_card(
         name,
@@ -225,5 +226,6 @@ def _metrics(name: str, protocol: str, folds: list[dict], shipped: dict, per_sca
         "train_seconds": sum(f["train_seconds"] for f in folds) + (shipped.get("train_seconds", 0.0) if protocol == "cross-validation" else 0.0),
         "seconds": seconds,
         "history": first["history"] if protocol == "hold-out" else [],
+        "train_workers": shipped.get("workers", []),  # where Ray Train ran: node and GPU ids per rank
         "cpu_count": os.cpu_count(),
     }

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class TrainOutcome:
     best_val_iou: float | None
     epochs: int
     seconds: float
+    workers: list = field(default_factory=list)  # per rank: node_id and the GPU ids it held
 
 
 # --- weight averaging, usable without Ray ----------------------------------------------------------
@@ -74,6 +75,12 @@ def _cpu_state(net) -> dict:
 
 
 # --- the Ray Train worker loop ---------------------------------------------------------------------
+def own_share(items: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s items: every ``world``-th, from ``rank``. Shares are equal in length (the first
+    items repeat) so that DDP ranks take the same number of steps."""
+    return [items[(rank + world * i) % len(items)] for i in range(-(-len(items) // world))]
+
+
 def train_loop_per_worker(config: dict) -> None:
     import ray
     import ray.train
@@ -92,18 +99,24 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     set_determinism(seed=seg.seed + rank)
-    device = ray.train.torch.get_device()
+    # A worker may hold a GPU that torch cannot see (Ray's fake autoscaler advertises GPUs a CPU-only
+    # machine does not have): then it computes on the CPU.
+    device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     cuda = device.type == "cuda"
 
-    # The object store holds the prepared arrays once; each rank trains on its share of the scans.
-    # Shares are equal in length (the first scans repeat) so DDP ranks take the same number of steps.
-    every = ray.get(config["train_refs"])
-    train_items = [every[(rank + world * i) % len(every)] for i in range(-(-len(every) // world))]
-    val_items = ray.get(config["val_refs"])[rank::world]
+    # The object store holds the prepared arrays once; each rank fetches and trains on its share only.
+    train_items = ray.get(own_share(config["train_refs"], rank, world))
+    val_items = ray.get(config["val_refs"][rank::world])
+    placement = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+    workers = [None] * world
+    if world > 1:
+        torch.distributed.all_gather_object(workers, placement)
+    else:
+        workers = [placement]
 
     net = cards.network(cards.SEGMENTER, config["network"]).build(config["kwargs"])
     init_output_bias(net)  # overwritten below when resuming
-    net = ray.train.torch.prepare_model(net)  # moves to the device; DDP when world > 1
+    net = ray.train.torch.prepare_model(net, move_to_device=device)  # DDP when world > 1
     optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
 
@@ -186,7 +199,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if average is not None:
                     save_file({k: v.detach().cpu().contiguous() for k, v in average.state_dict().items()}, os.path.join(folder, AVERAGE))
                 torch.save(optimizer.state_dict(), os.path.join(folder, OPTIMIZER))
-                Path(folder, STATE).write_text(json.dumps(state))
+                Path(folder, STATE).write_text(json.dumps({**state, "workers": workers}))
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report({k: v for k, v in row.items() if v is not None}, checkpoint=saved)
 
@@ -213,20 +226,25 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
     import ray
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 
-    from ray.train.torch import TorchTrainer
-
-    from ..runtime import free_cpus_on_one_node
+    import torch
+    from ray.train import FailureConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
     from safetensors.torch import load_file
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    cpus = free_cpus_on_one_node()
-    # One worker per GPU; otherwise a single CPU worker that may use every free core for torch.
-    scaling = (
-        ScalingConfig(num_workers=gpus, use_gpu=True)
-        if gpus
-        else ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": max(1, cpus)})
-    )
-    threads = 2 if gpus else max(1, cpus)
+    from ..runtime import cluster_capacity, free_cpus_on_one_node, plan_train_workers
+
+    live_cpus = ray.cluster_resources().get("CPU", 0)
+    plan = plan_train_workers(cluster_capacity(), cfg.resources, free_cpus_on_one_node() if live_cpus >= 1 else 0)
+    print(f"segmenter training: {plan}", flush=True)
+    if plan.use_gpu:
+        # NCCL where this torch has it (every node runs the same image); a CPU-only build holding a
+        # GPU resource (the fake autoscaler's) reduces over gloo.
+        backend = "nccl" if torch.distributed.is_nccl_available() else "gloo"
+        scaling = ScalingConfig(num_workers=plan.num_workers, use_gpu=True, resources_per_worker={"CPU": plan.cpus_per_worker, "GPU": 1})
+    else:
+        backend = "gloo"
+        scaling = ScalingConfig(num_workers=plan.num_workers, use_gpu=False, resources_per_worker={"CPU": plan.cpus_per_worker})
+    threads = plan.threads
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -238,10 +256,13 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
             "threads": threads,
         },
         scaling_config=scaling,
+        torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
             name="segmenter",
             storage_path=str(Path(storage).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # A lost worker or node restarts the run from its last epoch's checkpoint.
+            failure_config=FailureConfig(max_failures=cfg.resources.train_max_failures),
         ),
     )
     start = time.perf_counter()
@@ -257,6 +278,7 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
         best_epoch=state["best_epoch"],
         best_val_iou=state["best_iou"] if state["best_iou"] >= 0 else None,
         epochs=state["epoch"],
+        workers=state.get("workers", []),
         seconds=float(sum(r["seconds"] for r in state["history"])) or time.perf_counter() - start,
     )
 
