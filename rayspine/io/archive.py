@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..schema import ScanStatus
-from .scans import is_scan_path, scan_stem
+from .scans import SCAN_SUFFIXES, is_scan_path, scan_stem
 
 INDEX_COLUMNS = ["scan_id", "patient_id", "site", "series", "image_path", "mask_path", "status", "message"]
 LAYOUTS = ("spider", "bids", "totalspineseg", "folder")
@@ -251,13 +251,19 @@ def _scan_entries(folder: Path) -> list[Path]:
         return []
     entries = []
     for path in sorted(folder.iterdir()):
-        if path.name == "masks" or path.name.startswith("."):
+        if path.name == "masks":
             continue
-        if is_scan_path(path) or (path.is_symlink() and not path.exists()):
+        # "..mha" (id ".") gets its row, a bad id, instead of vanishing as a hidden file.
+        if is_scan_path(path) or _dot_named_scan(path) or (path.is_symlink() and not path.exists() and not path.name.startswith(".")):
             entries.append(path)
-        elif path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        elif path.is_dir() and not path.name.startswith(".") and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
             entries.append(path)  # a DICOM series folder
     return entries
+
+
+def _dot_named_scan(path: Path) -> bool:
+    """``..mha``, ``...mha``: not hidden files (``.x.mha``, skipped) but scans whose id is only dots."""
+    return path.is_file() and path.name.lower().endswith(SCAN_SUFFIXES) and not scan_stem(path).strip(".")
 
 
 def _id_problems(scan_ids: pd.Series) -> tuple[list[str], list[str]]:
