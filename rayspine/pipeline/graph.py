@@ -97,7 +97,8 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     # Reads and measurements run a few at a time: each concurrent task is a worker process holding a
     # scan, and a pool that grows with the archive would make memory grow with it.
     tasks_at_once = max(2, seg_plan.size + 1)
-    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once)
+    cpu_tasks = ray.data.TaskPoolStrategy(size=tasks_at_once)  # `concurrency=` is deprecated since Ray 2.51
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks)
     dataset = dataset.map_batches(
         segment_stage,
         fn_constructor_kwargs={"model_dir": seg_dir},
@@ -111,7 +112,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
         resources=seg_plan.resources or None,
     )
     dataset = dataset.map(
-        stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, concurrency=tasks_at_once
+        stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks
     )
     if ae_plan is not None:
         dataset = dataset.map_batches(
@@ -124,7 +125,7 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
             num_gpus=ae_plan.num_gpus,
             resources=ae_plan.resources or None,
         )
-    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out)}, num_cpus=0.25, concurrency=tasks_at_once)
+    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out)}, num_cpus=0.25, compute=cpu_tasks)
 
 
 def summarise(scans: pd.DataFrame, discs: pd.DataFrame, seconds: float, out: Path) -> str:
