@@ -99,33 +99,29 @@ def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | Non
     tasks_at_once = max(2, seg_plan.size + 1)
     cpu_tasks = ray.data.TaskPoolStrategy(size=tasks_at_once)  # `concurrency=` is deprecated since Ray 2.51
     dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks)
-    dataset = dataset.map_batches(
-        segment_stage,
-        fn_constructor_kwargs={"model_dir": seg_dir},
-        batch_size=cfg.pipeline.batch_size,
-        batch_format="numpy",
-        # From min_size to max_size actors; each asks for its GPU share, so an autoscaler launches
-        # GPU nodes for them. Placement on chosen nodes goes through custom resources (PoolPlan.resources).
-        compute=seg_plan.strategy(),
-        num_cpus=seg_plan.num_cpus,
-        num_gpus=seg_plan.num_gpus,
-        resources=seg_plan.resources or None,
-    )
+    dataset = _model_pool(dataset, segment_stage, seg_dir, seg_plan, cfg.pipeline.batch_size)
     dataset = dataset.map(
         stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks
     )
     if ae_plan is not None:
-        dataset = dataset.map_batches(
-            stages.EncodeDiscs,
-            fn_constructor_kwargs={"model_dir": ae_dir},
-            batch_size=cfg.pipeline.batch_size,
-            batch_format="numpy",
-            compute=ae_plan.strategy(),
-            num_cpus=ae_plan.num_cpus,
-            num_gpus=ae_plan.num_gpus,
-            resources=ae_plan.resources or None,
-        )
+        dataset = _model_pool(dataset, stages.EncodeDiscs, ae_dir, ae_plan, cfg.pipeline.batch_size)
     return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out)}, num_cpus=0.25, compute=cpu_tasks)
+
+
+def _model_pool(dataset, stage: type, model_dir: Path, plan, batch_size: int):
+    """A model stage as an actor pool of ``plan.min_size`` to ``plan.max_size`` actors. Each asks for its
+    GPU share, so an autoscaler launches GPU nodes for them; placement on chosen nodes goes through
+    custom resources (``PoolPlan.resources``)."""
+    return dataset.map_batches(
+        stage,
+        fn_constructor_kwargs={"model_dir": model_dir},
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=plan.strategy(),
+        num_cpus=plan.num_cpus,
+        num_gpus=plan.num_gpus,
+        resources=plan.resources or None,
+    )
 
 
 def summarise(scans: pd.DataFrame, discs: pd.DataFrame, seconds: float, out: Path) -> str:
