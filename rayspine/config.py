@@ -122,6 +122,8 @@ class PipelineConfig:
     seg_actors: int | None = None
     encode_actors: int | None = None
     batch_size: int = 1  # scans per segmentation call (scans differ in shape)
+    block_scans: int = 200  # scans per Ray Data block, and per Parquet part of each table (bench/scale.md)
+    task_memory_mb: int = 1024  # memory one CPU task (load, measure) reserves: what bounds how many run at once
 
 
 @dataclass(frozen=True)

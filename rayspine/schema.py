@@ -40,6 +40,7 @@ class ScanStatus:
     BAD_ID = "bad_id"  # scan id unusable as a storage key, or duplicated
     GRID_MISMATCH = "grid_mismatch"  # image and mask grids disagree
     NO_DISCS = "no_discs"
+    ERROR = "error"  # an exception while scoring this scan (its stage and type in error_stage, error_type)
 
 
 class DiscStatus:
@@ -138,5 +139,7 @@ SCANS_SCHEMA = pa.schema(
         pa.field("seconds_measure", pa.float64(), metadata={"unit": "s"}),
         pa.field("seconds_encode", pa.float64(), metadata={"unit": "s"}),
         pa.field("node_id", pa.string()),  # the Ray node that segmented the scan
+        pa.field("error_stage", pa.string()),  # status "error": the stage that raised (load, segment, mask, ...)
+        pa.field("error_type", pa.string()),  # status "error": the exception's type
     ]
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..schema import ScanStatus
-from .scans import is_scan_path, scan_stem
+from .scans import SCAN_SUFFIXES, is_scan_path, scan_stem
 
 INDEX_COLUMNS = ["scan_id", "patient_id", "site", "image_path", "mask_path", "status", "message"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -68,13 +68,18 @@ def _scan_entries(folder: Path) -> list[Path]:
         return []
     entries = []
     for path in sorted(folder.iterdir()):
-        if path.name == "masks" or path.name.startswith("."):
+        if path.name == "masks":
             continue
-        if is_scan_path(path) or (path.is_symlink() and not path.exists()):
+        # A scan file gets its row whatever its name: "..mha" (id ".") is reported as a bad id, not dropped.
+        if is_scan_path(path) or _dot_named_scan(path) or (path.is_symlink() and not path.exists()):
             entries.append(path)
-        elif path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        elif path.is_dir() and not path.name.startswith(".") and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
             entries.append(path)  # a DICOM series folder
     return entries
+
+
+def _dot_named_scan(path: Path) -> bool:
+    return path.name.startswith(".") and path.is_file() and path.name.lower().endswith(SCAN_SUFFIXES)
 
 
 def _id_problems(scan_ids: pd.Series) -> tuple[list[str], list[str]]:

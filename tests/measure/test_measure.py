@@ -13,7 +13,7 @@ import pytest
 from tests.phantoms import spine_phantom
 from rayspine.config import Config
 from rayspine.io.scans import write_scan
-from rayspine.io.store import part_path, read_crops_zarr
+from rayspine.io.store import completed_parts, part_path, read_crops_zarr
 from rayspine.measure.geometry import measure_disc
 from rayspine.measure.command import run_measure
 from rayspine.measure.scan import measure_mask
@@ -164,8 +164,9 @@ def test_run_measure_rerun_adds_nothing_and_resumes_interrupted_runs(measured_ar
     # simulate a crash: one scan's parts gone (it was mid-write), a temporary crops folder left behind
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    part_path(copy, "scans", "2_t1").unlink()
-    part_path(copy, "discs", "2_t1").unlink()
+    part = next(p for p in completed_parts(copy, "scans") if "2_t1" in pd.read_parquet(p).scan_id.tolist())
+    part.unlink()
+    part_path(copy, "discs", part.stem).unlink()
     (copy / "crops.zarr" / ".2_t1.tmp-deadbeef").mkdir()
     (copy / "discs.parquet").unlink()
     resumed = run_measure(root, copy, CFG)

@@ -91,17 +91,24 @@ def test_scoring_with_an_encoder_on_two_cpus_completes_with_latents(archive, tin
     assert "z3" not in discs.columns
 
 
+def _parts(out: Path) -> dict[str, int]:
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in (out / "parts").rglob("*.parquet")}
+
+
 def test_rerun_adds_no_rows_and_overwrite_starts_afresh(archive, tmp_path, ray_local):
     out = tmp_path / "out"
     run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
     first_scans, first_discs = _tables(out)
-    mtime = (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns
+    parts = _parts(out)
+    # A part per block of the index and table (5 scans on 2 CPUs: blocks of one scan, see test_blocks.py).
+    blocks = len(list((out / "index").glob("*.parquet")))
+    assert len([p for p in parts if p.startswith("parts/scans/")]) == blocks and len(parts) == 2 * blocks
     run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans)
     again_scans, again_discs = _tables(out)
     assert len(again_scans) == len(first_scans) and len(again_discs) == len(first_discs)
-    assert (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns == mtime  # skipped, not redone
+    assert _parts(out) == parts  # every scan skipped, nothing redone
     run_pipeline(archive, out, seg_dir=archive, cfg=CFG, segment_stage=oracle.OracleSegmentScans, overwrite=True)
-    assert (out / "parts" / "scans" / "1_t1.parquet").stat().st_mtime_ns != mtime
+    assert not set(_parts(out)) & set(parts)
     assert len(_tables(out)[1]) == len(first_discs)
 
 
