@@ -70,8 +70,8 @@ def _scan_entries(folder: Path) -> list[Path]:
     for path in sorted(folder.iterdir()):
         if path.name == "masks":
             continue
-        # A scan file gets its row whatever its name: "..mha" (id ".") is reported as a bad id, not dropped.
-        if is_scan_path(path) or _dot_named_scan(path) or (path.is_symlink() and not path.exists()):
+        # "..mha" (id ".") gets its row, a bad id, instead of vanishing as a hidden file.
+        if is_scan_path(path) or _dot_named_scan(path) or (path.is_symlink() and not path.exists() and not path.name.startswith(".")):
             entries.append(path)
         elif path.is_dir() and not path.name.startswith(".") and any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
             entries.append(path)  # a DICOM series folder
@@ -79,7 +79,8 @@ def _scan_entries(folder: Path) -> list[Path]:
 
 
 def _dot_named_scan(path: Path) -> bool:
-    return path.name.startswith(".") and path.is_file() and path.name.lower().endswith(SCAN_SUFFIXES)
+    """``..mha``, ``...mha``: not hidden files (``.x.mha``, skipped) but scans whose id is only dots."""
+    return path.is_file() and path.name.lower().endswith(SCAN_SUFFIXES) and not scan_stem(path).strip(".")
 
 
 def _id_problems(scan_ids: pd.Series) -> tuple[list[str], list[str]]:
