@@ -77,15 +77,15 @@ def test_plain_folder(tmp_path):
     os.symlink(tmp_path / "gone.mha", tmp_path / "dangling.mha")  # kept, so that it is reported
     index = index_archive(tmp_path).set_index("scan_id")
     assert sorted(index.index) == ["12_t1", "c", "dangling", "scanB"]
-    for name in ("..mha", "...mha"):  # ids "." and "..": reported as bad ids, not dropped as hidden files
-        _scan(tmp_path / name)
-    index = index_archive(tmp_path).set_index("scan_id")
-    assert index.loc[[".", ".."], "status"].tolist() == ["bad_id", "bad_id"] and len(index) == 6
     assert (index["status"] == ScanStatus.OK).all() and (index["site"] == "unknown").all()
     assert index.loc["12_t1", "patient_id"] == "12" and index.loc["scanB", "patient_id"] == "scanB"
     assert index.loc["12_t1", "mask_path"] == str(tmp_path / "masks" / "12_t1.mha")
     assert pd.isna(index.loc["c", "mask_path"])
     assert index.loc["scanB", "image_path"] == str(tmp_path / "scanB.nii.gz")
+    for name in ("..mha", "...mha"):  # ids "." and "..": reported as bad ids, not dropped as hidden files
+        _scan(tmp_path / name)
+    index = index_archive(tmp_path).set_index("scan_id")
+    assert index.loc[[".", ".."], "status"].tolist() == ["bad_id", "bad_id"] and len(index) == 6
 
 
 def test_bad_ids_are_reported_not_dropped(tmp_path):
