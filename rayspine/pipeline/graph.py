@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -83,7 +84,10 @@ def run_pipeline(
         del todo
         dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, fail_at)
         with watch_parts(out, attempt, total):
-            dataset.write_datasink(stages.parts_sink(str(out), attempt, fail_at))
+            # The write holds what the measure task holds, so Ray fuses the two: the default (a whole CPU)
+            # waited here until every load and measure task had finished, and no row came out before the end.
+            dataset.write_datasink(stages.parts_sink(str(out), attempt, fail_at), ray_remote_args=cpu_task_args(cfg))
+        shutil.rmtree(folder)  # this run's work list, done: the parts say what is complete
     seconds = time.perf_counter() - started
 
     metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
@@ -121,15 +125,15 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
     log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the run's own progress line instead of one bar per operator
-    # One block per index file, so a block is the index's few hundred scans, never one scan.
+    # One block per index file: a block is the index's few hundred scans (a few small ones first), never
+    # one scan. Ray 2.60's DataSource V2 reader bundles small files up to 128 MB into one block (here: the
+    # whole archive in one task), so the index is read by the V1 reader, which keeps a block per file.
+    context.use_datasource_v2 = False
     dataset = ray.data.read_parquet(str(index), override_num_blocks=len(list(index.glob("*.parquet"))))
     # CPU tasks scale with the cluster, bounded by the memory one holds (a scan and its network input),
     # not by the number of model actors. Half a CPU each also keeps Ray from fusing them into the actors.
-    memory = cfg.pipeline.task_memory_mb * 2**20
     cpu_tasks = ray.data.TaskPoolStrategy(size=None)
-    dataset = dataset.map(
-        stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card, "fail_at": fail_at}, compute=cpu_tasks, num_cpus=0.5, memory=memory
-    )
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card, "fail_at": fail_at}, compute=cpu_tasks, **cpu_task_args(cfg))
     dataset = dataset.map_batches(
         _with_faults(segment_stage, fail_at),
         fn_constructor_kwargs={"model_dir": seg_dir},
@@ -143,7 +147,7 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
         scheduling_strategy="SPREAD",
     )
     measure_kwargs = {"out": str(out), "cfg": cfg, "seg_card": seg_card, "keep_crops": ae_plan is not None, "fail_at": fail_at}
-    dataset = dataset.map(stages.measure_and_store, fn_kwargs=measure_kwargs, compute=cpu_tasks, num_cpus=0.5, memory=memory)
+    dataset = dataset.map(stages.measure_and_store, fn_kwargs=measure_kwargs, compute=cpu_tasks, **cpu_task_args(cfg))
     if ae_plan is not None:
         dataset = dataset.map_batches(
             stages.EncodeDiscs,
@@ -156,6 +160,11 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
             scheduling_strategy="SPREAD",
         )
     return dataset
+
+
+def cpu_task_args(cfg: Config) -> dict:
+    """What one CPU task (load, measure, write) holds: half a CPU, and the memory of a scan in flight."""
+    return {"num_cpus": 0.5, "memory": cfg.pipeline.task_memory_mb * 2**20}
 
 
 def _with_faults(segment_stage: type, fail_at: dict | None) -> type:
