@@ -193,13 +193,13 @@ def parts_sink(out: str, attempt: int, fail_at: dict | None = None):
         def write(self, blocks, ctx) -> int:
             rows = [row for block in blocks for row in BlockAccessor.for_block(block).iter_rows(public_row_format=True)]
             if rows:
-                write_block_parts(Path(out), [_table_values(row, fail_at) for row in rows], attempt)
+                write_block_parts(Path(out), [table_values(row, fail_at) for row in rows], attempt)
             return len(rows)
 
     return _PartsSink()
 
 
-def _table_values(row, fail_at: dict | None) -> dict:
+def table_values(row, fail_at: dict | None = None) -> dict:
     """What ``io.outputs`` writes for one scan; a scan whose values will not decode becomes its error row."""
     row = dict(row)
     scan = {**row, "path": row.get("image_path"), "latent": row.get("latent"), "disc_rows": []}
