@@ -84,6 +84,10 @@ class SegmentScans:
 
         self.segmenter = Segmenter.load(model_dir)
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        # Warm before the first batch (Ray Data sends none until the actor is constructed): one patch
+        # through the network pays torch's first-call costs (kernels, allocator, autotuning) here.
+        patch = tuple(int(s) for s in self.segmenter.card["patch_size"])
+        self.segmenter.logits(Volume(np.zeros(patch, np.float32), (1.0, 1.0, 1.0)))
 
     @staticmethod
     def card(model_dir: Path) -> ModelCard:

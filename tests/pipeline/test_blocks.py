@@ -82,3 +82,22 @@ def test_latent_columns_come_with_the_disc_rows(tmp_path):
 def test_no_parts_gives_empty_tables(tmp_path):
     scans, discs = finish_tables(tmp_path, 0, {}, None)
     assert len(scans) == len(discs) == 0 and list(scans.columns) == SCANS_SCHEMA.names
+
+
+def test_the_segmentation_actor_is_warm_before_its_first_batch(monkeypatch, tmp_path):
+    """One patch through the network in the constructor, so the first scan does not pay torch's first call."""
+    from rayspine.pipeline.stages import SegmentScans
+    from rayspine.segment import infer
+
+    calls = []
+
+    class Fake:
+        card = {"patch_size": [8, 12, 16]}
+
+        def logits(self, prepared):
+            calls.append(prepared.voxels.shape)
+            return prepared
+
+    monkeypatch.setattr(infer.Segmenter, "load", classmethod(lambda cls, model_dir, device=None: Fake()))
+    SegmentScans(tmp_path)
+    assert calls == [(8, 12, 16)]
