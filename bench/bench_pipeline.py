@@ -22,6 +22,7 @@ import psutil
 from rayspine.pipeline import stages
 from rayspine.config import Config
 from rayspine.io.archive import index_archive
+from rayspine.io.outputs import write_block_parts
 from rayspine.synth import synthesize_archive
 
 
@@ -64,17 +65,16 @@ def run_loop(archive: Path, out: Path, seg: Path, ae: Path | None, cfg: Config) 
     started, cpu_started = time.perf_counter(), time.process_time()
     segment = stages.SegmentScans(seg)
     encode = stages.EncodeDiscs(ae) if ae else None
-    labels = stages.load_labels(archive, None)
     card = stages.SegmentScans.card(seg)
     for row in index_archive(archive)[["scan_id", "patient_id", "site", "image_path"]].to_dict("records"):
         row = stages.load_scan(row, cfg, card)
         batch = segment({k: _column(v) for k, v in row.items()})
         row = {k: v[0] for k, v in batch.items()}
-        row = stages.measure_and_store(row, str(out), cfg, card)
+        row = stages.measure_and_store(row, str(out), cfg, card, keep_crops=encode is not None)
         if encode:
             batch = encode({k: _column(v) for k, v in row.items()})
             row = {k: v[0] for k, v in batch.items()}
-        stages.write_parts_row(row, str(out), labels)
+        write_block_parts(out, [stages.table_values(row)], attempt=0)
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 

@@ -23,6 +23,7 @@ app = typer.Typer(
 
 ConfigOption = typer.Option(None, "--config", help="JSON file of config overrides, e.g. {\"ae\": {\"max_epochs\": 50}}")
 OverwriteOption = typer.Option(False, "--overwrite", help="Start afresh instead of resuming into OUT.")
+RetryFailedOption = typer.Option(False, "--retry-failed", help="On a resume, score again the scans a previous run failed (status error, unreadable, ...).")
 
 
 def _config(path: Optional[Path], **sections):
@@ -106,6 +107,7 @@ def measure(
     gradings: Optional[Path] = typer.Option(None, "--gradings", help="Gradings CSV (default: the archive's radiological_gradings.csv)."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
+    retry_failed: bool = RetryFailedOption,
 ) -> None:
     """Disc instances, 64^3 crops and geometry from existing masks (e.g. ground truth, SPINEPS, TotalSpineSeg), on Ray."""
     from .measure.command import run_measure
@@ -114,7 +116,7 @@ def measure(
         logging.getLogger(__name__).warning("--labels %s: a gradings CSV; give it as --gradings (--labels names the label scheme)", labels)
         gradings, labels = gradings or Path(labels), None
     cfg = _config(config)
-    discs = run_measure(masks, out, cfg, labels=gradings, overwrite=overwrite, scheme=labels)
+    discs = run_measure(masks, out, cfg, labels=gradings, overwrite=overwrite, scheme=labels, retry_failed=retry_failed)
     typer.echo(f"{len(discs)} discs measured -> {out / 'discs.parquet'}")
 
 
@@ -176,12 +178,13 @@ def run(
     ae: Optional[Path] = typer.Option(None, "--ae", help="Autoencoder sweep or model folder (from train-ae)."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
+    retry_failed: bool = RetryFailedOption,
 ) -> None:
     """Score an archive as one streaming Ray Data graph: masks, geometry, latent features, report."""
     from .pipeline.graph import run_pipeline
 
     cfg = _config(config)
-    summary = run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=cfg, overwrite=overwrite)
+    summary = run_pipeline(archive, out, seg_dir=seg, ae_dir=ae, cfg=cfg, overwrite=overwrite, retry_failed=retry_failed)
     typer.echo(summary)
 
 

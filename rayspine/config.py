@@ -160,6 +160,8 @@ class PipelineConfig:
     # to place one actor on each node (the two-node test does): Ray's SPREAD is only a preference.
     seg_actor_resources: dict[str, float] = field(default_factory=dict)
     batch_size: int = 1  # scans per segmentation call (scans differ in shape)
+    block_scans: int = 200  # scans per Ray Data block, and per Parquet part of each table (bench/scale.md)
+    task_memory_mb: int = 1024  # memory one CPU task (load, measure) reserves: what bounds how many run at once
 
 
 @dataclass(frozen=True)

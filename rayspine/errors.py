@@ -20,3 +20,13 @@ class ModelFileError(Exception):
 
 
 USER_ERRORS = (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError, ScanError, ModelFileError)
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by ``fail_at`` ({stage: scan_id}): the fault tests' stand-in for any bug or bad value."""
+
+
+def inject_fault(fail_at: dict | None, stage: str, scan_id: str) -> None:
+    """Raise ``InjectedFault`` when a test asked for this stage to fail on this scan; else nothing."""
+    if fail_at and fail_at.get(stage) == scan_id:
+        raise InjectedFault(f"injected at {stage} for {scan_id}")

@@ -9,6 +9,7 @@ head up) is what makes the autoscaler launch one.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,17 @@ def cluster_capacity() -> Capacity:
     capacity = plan_capacity(ray.cluster_resources(), head, largest_node_cpus(), shapes)
     log.info("cluster capacity: %s (launchable node types: %s)", capacity, [(s.name, s.resources, s.max_count) for s in shapes])
     return capacity
+
+
+def scans_per_block(n_scans: int, most: int) -> int:
+    """Scans per block of work (a task of ``measure``, a Ray Data block of ``run``): ``most``, fewer when
+    the archive is small for the cluster it can grow to.
+
+    Every CPU should see a few blocks (else one task loads a whole block while the others wait); beyond
+    that, bigger blocks mean fewer tasks, fewer driver-side blocks and fewer files.
+    """
+    cpus = max(1.0, cluster_capacity().cpus)  # a 0-CPU head under an autoscaler is not the cluster
+    return max(1, min(most, math.ceil(n_scans / (4 * cpus))))
 
 
 # --- model actor pools ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ class ScanStatus:
     # disc): each disc's level_confidence says which; those below DiscConfig.min_level_confidence are
     # joined to no narrowing grade unless DiscConfig.join_uncertain_levels.
     LEVEL_UNCERTAIN = "level_uncertain"
+    ERROR = "error"  # an exception while scoring this scan (its stage and type in error_stage, error_type)
 
 
 class DiscStatus:
@@ -148,5 +149,7 @@ SCANS_SCHEMA = pa.schema(
         pa.field("seconds_measure", pa.float64(), metadata={"unit": "s"}),
         pa.field("seconds_encode", pa.float64(), metadata={"unit": "s"}),
         pa.field("node_id", pa.string()),  # the Ray node that segmented the scan
+        pa.field("error_stage", pa.string()),  # status "error": the stage that raised (load, segment, mask, ...)
+        pa.field("error_type", pa.string()),  # status "error": the exception's type
     ]
 )

@@ -34,8 +34,8 @@ def test_a_new_geometry_column_reaches_every_consumer(monkeypatch, tmp_path):
     measured = measure_mask(Volume(spine_phantom(n_discs=3), (1.0, 1.0, 1.0)), Config())
     assert all(row[NEW] == 0.5 for row in measured.rows)
 
-    write_scan_parts(tmp_path, {"scan_id": "s1", "patient_id": "1", "site": "a"}, measured.rows)
-    discs = pq.read_table(part_path(tmp_path, "discs", "s1"))
+    part = write_scan_parts(tmp_path, {"scan_id": "s1", "patient_id": "1", "site": "a"}, measured.rows)
+    discs = pq.read_table(part_path(tmp_path, "discs", part))
     assert discs.column(NEW).to_pylist() == [0.5] * 3 and discs.schema.field(NEW).metadata == {b"unit": b"1"}
 
     table = discs.to_pandas()

@@ -3,11 +3,12 @@
 An output folder belongs to one command. Its marker ``<command>.json`` records the config digest it
 was made with, so a re-run resumes only with the same settings and never mixes two configs' rows.
 
-Per-scan rows are written as Parquet parts, ``parts/discs/<key>.parquet`` then
-``parts/scans/<key>.parquet``, each atomically; the ``scans`` part marks the scan complete, so an
-interrupted run redoes exactly the unfinished scans. ``finish_tables`` consolidates the parts into
-``discs.parquet`` and ``scans.parquet`` (one row per part row, never twice) and joins the gradings
-then, so new gradings need no re-measuring.
+Rows leave in blocks: ``parts/discs/<name>.parquet`` then ``parts/scans/<name>.parquet`` for a block
+of scans (a few hundred), each file atomically, each row carrying its scan's ``part_key`` and the
+run's ``attempt``. A scan is complete once its ``scans`` row exists; an interrupted run redoes the
+others. ``finish_tables`` keeps one ``scans`` row per scan (the latest attempt) and the disc rows of
+that same part, so nothing a killed or retried write left behind is ever counted twice, and joins the
+gradings then, so new gradings need no re-measuring; then it compacts the parts into one per table. 0.1's per-scan parts (no ``part_key``) still read.
 """
 
 from __future__ import annotations
@@ -16,22 +17,30 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..config import DiscConfig
 from ..schema import LABEL_COLUMN, SCANS_SCHEMA, ScanStatus, discs_schema, latent_columns
 from .gradings import join_narrowing
-from .store import completed_parts, consolidate_parts, part_path, write_json_atomic, write_parquet_atomic
+from .store import completed_parts, consolidate_parts, part_path, read_parts, write_json_atomic, write_parquet_atomic
 
 # What each command writes; --overwrite removes these and nothing else.
 OUTPUTS = {
-    "measure": ("parts", "crops.zarr", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc"),
-    "run": ("masks.zarr", "crops.zarr", "parts", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc", "report_files"),
+    "measure": ("index", "parts", "crops.zarr", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc"),
+    "run": ("index", "masks.zarr", "crops.zarr", "parts", "discs.parquet", "scans.parquet", "report.html", "report.json", "qc", "report_files"),
 }
+
+# Columns a part row carries beyond its table's: which scan it is, and which run wrote it.
+PART_FIELDS = (pa.field("part_key", pa.string()), pa.field("attempt", pa.int64()))
+# Statuses a re-run scores again only when asked (``--retry-failed``); ok and no_discs are results.
+FAILED_STATUSES = frozenset({ScanStatus.ERROR, ScanStatus.UNREADABLE, ScanStatus.BAD_HEADER, ScanStatus.BAD_VOXELS, ScanStatus.GRID_MISMATCH})
+INDEX_SCHEMA = pa.schema([(name, pa.string()) for name in ("scan_id", "patient_id", "site", "image_path", "mask_path", "status", "message", "part_key")])
 
 
 def claim_output(out: Path, command: str, cfg, overwrite: bool = False, **details) -> None:
@@ -74,9 +83,60 @@ def part_key(scan: dict) -> str:
     return scan["scan_id"]
 
 
-def done_keys(out: Path) -> set[str]:
-    """Keys of the scans whose outputs are complete."""
-    return completed_parts(out, "scans")
+def new_attempt() -> int:
+    """This run's attempt number: later runs' rows win over earlier ones for the same scan."""
+    return time.time_ns()
+
+
+def write_index(out: Path, scans: list[dict], block_scans: int = 200, first_blocks: tuple[int, ...] = (1, 5, 25)) -> Path:
+    """The scans still to do as Parquet files under ``out/index/``, one file per block that Ray Data reads.
+
+    Blocks hold ``block_scans`` scans, after a few small ones first, so the first scan's rows come out in
+    seconds rather than after a whole block. The driver hands Ray a folder, not a list of scans.
+    """
+    folder = Path(out) / "index"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    records = [{**{k: _text_or_none(row.get(k)) for k in INDEX_SCHEMA.names}, "part_key": part_key(row)} for row in scans]
+    start, n = 0, 0
+    for size in (*first_blocks, *[block_scans] * (len(records) // max(1, block_scans) + 1)):
+        if start >= len(records):
+            break
+        size = min(size, block_scans)
+        chunk = records[start : start + size]
+        write_parquet_atomic(pa.Table.from_pylist(chunk, schema=INDEX_SCHEMA), folder / f"{n:06d}.parquet")
+        start, n = start + size, n + 1
+    return folder
+
+
+def latest_scan_rows(out: Path) -> pa.Table:
+    """One ``scans`` part row per scan: the latest attempt's (0.1's parts: attempt 0, key = file name)."""
+    rows = read_parts(completed_parts(out, "scans"), _part_schema(SCANS_SCHEMA))
+    rows = rows.set_column(rows.schema.get_field_index("part_key"), "part_key", pc.coalesce(rows["part_key"], rows["part_file"]))
+    rows = rows.set_column(rows.schema.get_field_index("attempt"), "attempt", pc.fill_null(rows["attempt"], 0))
+    if rows.num_rows == 0:
+        return rows
+    order = pd.DataFrame({"key": rows["part_key"].to_numpy(zero_copy_only=False), "attempt": rows["attempt"].to_numpy(),
+                          "file": rows["part_file"].to_numpy(zero_copy_only=False)})
+    keep = order.sort_values(["key", "attempt", "file"]).drop_duplicates("key", keep="last").index.to_numpy()
+    return rows.take(pa.array(np.sort(keep)))
+
+
+def done_keys(out: Path, retry_failed: bool = False) -> set[str]:
+    """Keys of the scans a re-run skips: every scan with a row, or with ``retry_failed`` those that did not fail."""
+    rows = latest_scan_rows(out)
+    keys, statuses = rows["part_key"].to_pylist(), rows["status"].to_pylist()
+    return {k for k, s in zip(keys, statuses) if not (retry_failed and s in FAILED_STATUSES)}
+
+
+def failure(stage: str, err: BaseException) -> dict:
+    """The status fields of a scan that raised ``err`` in ``stage``: one row, not a failed run."""
+    return {"status": ScanStatus.ERROR, "message": f"{stage}: {type(err).__name__}: {err}"[:1000], "error_stage": stage, "error_type": type(err).__name__}
+
+
+def _part_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([*schema.remove_metadata(), *PART_FIELDS])
 
 
 def _text_or_none(value) -> str | None:
@@ -89,48 +149,123 @@ def _text_or_none(value) -> str | None:
 def scan_row(scan: dict) -> dict:
     """A ``scans.parquet`` row from what is known of a scan, coerced to the schema's types."""
     row = {name: scan.get(name) for name in SCANS_SCHEMA.names}
-    for name in ("scan_id", "patient_id", "site", "path", "status", "message", "node_id"):
+    for name in ("scan_id", "patient_id", "site", "path", "status", "message", "node_id", "error_stage", "error_type"):
         row[name] = _text_or_none(row[name])
     row["scan_id"] = row["scan_id"] or ""
+    row["error_stage"], row["error_type"] = row["error_stage"] or None, row["error_type"] or None
     row["status"] = row["status"] or ScanStatus.OK
     row["n_discs"] = int(row.get("n_discs") or 0)
+    for name in ("seconds_load", "seconds_segment", "seconds_measure", "seconds_encode"):
+        row[name] = _float_or_none(row[name])
     return row
 
 
-def write_scan_parts(out: Path, scan: dict, disc_rows: list[dict], latent: np.ndarray | None = None) -> None:
-    """One scan's disc rows (with its ids and latent columns) and then its scan row, as parts.
+def _float_or_none(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
-    ``scan`` holds ``scan_id, patient_id, site, path, status, message, n_discs`` and the per-stage
-    seconds; ``disc_rows`` one dict per disc (level, status, message, geometry, crop_index);
-    ``latent`` an ``(n_discs, k)`` array or None.
+
+def write_scan_parts(out: Path, scan: dict, disc_rows: list[dict], latent: np.ndarray | None = None, attempt: int = 0) -> str:
+    """One scan's rows as a block of one (``measure``'s tasks, the scans the index already failed)."""
+    return write_block_parts(out, [{**scan, "disc_rows": disc_rows, "latent": latent}], attempt)
+
+
+def write_block_parts(out: Path, scans: list[dict], attempt: int) -> str:
+    """A block of scans' disc rows, then their scan rows, as one part per table; returns the part's name.
+
+    Each scan holds ``scan_id, patient_id, site, path, status, message, n_discs``, the per-stage seconds,
+    ``disc_rows`` (one dict per disc: level, status, message, geometry, crop_index) and ``latent`` (an
+    ``(n_discs, k)`` array or None). A scan whose rows do not fit the schema becomes an ``error`` row
+    (stage ``write``) instead of failing the block. The name follows from the attempt and the scans, so
+    a write that Ray retries replaces its own files.
     """
     out = Path(out)
-    key = part_key(scan)
+    scan_rows, disc_tables = [], []
+    for scan in scans:
+        key = part_key(scan)
+        try:
+            row, discs = scan_row(scan), _disc_table(scan)
+        except Exception as err:  # noqa: BLE001 - one scan's bad values cost that scan, not the block
+            row, discs = scan_row({**{k: scan.get(k) for k in ("scan_id", "patient_id", "site", "path")}, **failure("write", err)}), None
+        scan_rows.append({**row, "part_key": key, "attempt": attempt})
+        if discs is not None and discs.num_rows:
+            disc_tables.append(discs.append_column("part_key", pa.array([key] * discs.num_rows, pa.string())).append_column(
+                "attempt", pa.array([attempt] * discs.num_rows, pa.int64())))
+    keys = "\n".join(r["part_key"] for r in scan_rows)
+    name = f"{attempt}-{hashlib.sha1(keys.encode()).hexdigest()[:16]}"
+    discs = pa.concat_tables(disc_tables, promote_options="default") if disc_tables else _part_schema(discs_schema(0)).empty_table()
+    write_parquet_atomic(discs, part_path(out, "discs", name))
+    write_parquet_atomic(pa.Table.from_pylist(scan_rows, schema=_part_schema(SCANS_SCHEMA)), part_path(out, "scans", name))
+    return name
+
+
+def _disc_table(scan: dict) -> pa.Table:
+    """A scan's disc rows with its ids and latent columns, in the discs schema."""
     row = scan_row(scan)
-    discs = pd.DataFrame(disc_rows)
-    k = latent.shape[1] if latent is not None and latent.ndim == 2 and latent.shape[0] == len(discs) else 0
+    discs = pd.DataFrame(list(scan.get("disc_rows") or []))
+    latent = scan.get("latent")
+    latent = np.asarray(latent) if latent is not None else None
+    k = latent.shape[1] if latent is not None and latent.ndim == 2 and latent.shape[0] == len(discs) and len(discs) else 0
     if len(discs):
         for name in ("scan_id", "patient_id", "site"):
             discs[name] = row[name]
         for j, name in enumerate(latent_columns(k)):
             discs[name] = latent[:, j]
     schema = discs_schema(k)
-    table = pa.Table.from_pandas(discs.reindex(columns=schema.names), schema=schema, preserve_index=False)
-    write_parquet_atomic(table, part_path(out, "discs", key))
-    write_parquet_atomic(pa.Table.from_pylist([row], schema=SCANS_SCHEMA), part_path(out, "scans", key))
+    return pa.Table.from_pandas(discs.reindex(columns=schema.names), schema=schema, preserve_index=False)
 
 
 def finish_tables(
     out: Path, latent_dim: int, metadata: dict[str, str], labels: pd.DataFrame | None, min_level_confidence: float = DiscConfig().min_level_confidence
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``scans.parquet`` and ``discs.parquet`` from the parts, the narrowing grades joined (not to discs
-    whose level is doubtful: ``io.gradings.join_narrowing``); both returned."""
+    whose level is doubtful: ``io.gradings.join_narrowing``); both returned.
+
+    One scan row per scan (``latest_scan_rows``), and only the disc rows written with it: a killed
+    run's disc part without its scans part, or an earlier attempt's rows, are left out.
+    """
     out = Path(out)
-    scans = consolidate_parts(out, "scans", SCANS_SCHEMA.with_metadata(metadata)).to_pandas()
+    scan_rows = latest_scan_rows(out)
+    winners = pc.binary_join_element_wise(scan_rows["part_key"], scan_rows["part_file"], "\x1f")
+    scans = consolidate_parts(out, "scans", scan_rows, SCANS_SCHEMA.with_metadata(metadata)).to_pandas()
     schema = discs_schema(latent_dim, metadata)
-    discs = consolidate_parts(out, "discs", schema).to_pandas()
+    disc_rows = read_parts(completed_parts(out, "discs"), _part_schema(schema))
+    if disc_rows.num_rows:
+        key = pc.coalesce(disc_rows["part_key"], disc_rows["part_file"])  # 0.1's parts: the file is the key
+        disc_rows = disc_rows.set_column(disc_rows.schema.get_field_index("part_key"), "part_key", key)
+        disc_rows = disc_rows.filter(pc.is_in(pc.binary_join_element_wise(key, disc_rows["part_file"], "\x1f"), value_set=winners))
+    discs = consolidate_parts(out, "discs", disc_rows, schema).to_pandas()
+    compact_parts(out, scan_rows, disc_rows)
     if labels is not None:
         discs[LABEL_COLUMN] = join_narrowing(discs, labels, min_level_confidence)
         table = pa.Table.from_pandas(discs, schema=schema.remove_metadata(), preserve_index=False).replace_schema_metadata(schema.metadata)
         write_parquet_atomic(table, out / "discs.parquet")
     return scans, discs
+
+
+def compact_parts(out: Path, scan_rows: pa.Table, disc_rows: pa.Table) -> None:
+    """Replace the parts of each table by one part holding the rows just consolidated.
+
+    A run writes a part per block (more where Ray split a block by bytes), and every resume adds its own;
+    left alone, an archive's parts would grow to thousands of small files that the next resume lists and
+    reads. Written discs first, then scans, then the old parts removed: a kill at any point leaves parts
+    from which ``finish_tables`` picks the same rows (a scan's row and its discs always from one file).
+    """
+    old = completed_parts(out, "scans") + completed_parts(out, "discs")
+    if len(old) <= 2:
+        return
+    name = f"compacted-{new_attempt()}"
+    for table, rows in (("discs", disc_rows), ("scans", scan_rows)):
+        write_parquet_atomic(rows.drop_columns(["part_file"]), part_path(out, table, name))
+    for path in old:
+        path.unlink(missing_ok=True)
+
+
+def scan_statuses(part: Path) -> list[tuple[str, str]]:
+    """(scan_id, status) of each row of one ``scans`` part: what a progress line counts."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(part, columns=["scan_id", "status"])
+    return list(zip(table["scan_id"].to_pylist(), table["status"].to_pylist()))

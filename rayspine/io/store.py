@@ -6,8 +6,9 @@ Layout of an output folder:
   the scan's spacing, origin and direction kept losslessly in the group attributes under ``rayspine``;
 - ``crops.zarr``: the same kind of hierarchy; ``crops.zarr/<scan_id>/crops`` a ``(n_discs, 64, 64, 64)``
   uint8 array, attribute ``levels`` giving each row's disc level; a disc row's ``crop_index`` is its row;
-- ``parts/<table>/<scan_id>.parquet``: per-scan rows, written once when the scan is done, so a re-run
-  knows what is complete and the consolidated ``<table>.parquet`` never holds a row twice.
+- ``parts/<table>/<name>.parquet``: the rows of one block of scans (0.1: of one scan), written when
+  the block is done, so a re-run knows what is complete; ``io.outputs`` picks one row per scan when it
+  consolidates them into ``<table>.parquet``, so that file never holds a row twice.
 """
 
 from __future__ import annotations
@@ -208,23 +209,40 @@ def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:
     return Path(path)
 
 
-def part_path(out: str | Path, table: str, scan_id: str) -> Path:
-    return Path(out) / "parts" / table / f"{scan_id}.parquet"
+def part_path(out: str | Path, table: str, name: str) -> Path:
+    """Where one part of a table goes: ``parts/<table>/<name>.parquet`` (a block of scans, or 0.1's one scan)."""
+    return Path(out) / "parts" / table / f"{name}.parquet"
 
 
-def completed_parts(out: str | Path, table: str) -> set[str]:
+def completed_parts(out: str | Path, table: str) -> list[Path]:
+    """The parts of a table that were written whole (a killed write's hidden temporary never counts)."""
     folder = Path(out) / "parts" / table
     if not folder.is_dir():
-        return set()
-    return {p.name[: -len(".parquet")] for p in folder.glob("*.parquet") if not p.name.startswith(".")}
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
-def consolidate_parts(out: str | Path, table: str, schema: pa.Schema) -> pa.Table:
-    """Merge the per-scan parts into ``out/<table>.parquet`` (one row per part row, sorted)."""
-    folder = Path(out) / "parts" / table
-    paths = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
-    tables = [pq.read_table(p) for p in paths]
-    merged = pa.concat_tables([_conform(t, schema) for t in tables]) if tables else schema.empty_table()
+def read_parts(paths: list[Path], schema: pa.Schema, threads: int = 8) -> pa.Table:
+    """The parts as one table conformed to ``schema``, read in parallel (hundreds of files on EFS).
+
+    A column a part lacks is null; ``part_file`` (the part's name) is added, so a reader can tell the
+    rows of one write from those of another.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(path: Path) -> pa.Table:
+        table = _conform(pq.read_table(path), schema)
+        return table.append_column("part_file", pa.array([path.stem] * table.num_rows, pa.string()))
+
+    if not paths:
+        return schema.empty_table().append_column("part_file", pa.array([], pa.string()))
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        return pa.concat_tables(list(pool.map(read, paths)))
+
+
+def consolidate_parts(out: str | Path, table: str, rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Write the chosen part rows as ``out/<table>.parquet``, in the schema's columns, sorted by scan and level."""
+    merged = _conform(rows, schema)
     if merged.num_rows:
         keys = [(k, "ascending") for k in ("scan_id", "level") if k in merged.column_names]
         merged = merged.sort_by(keys)

@@ -1,19 +1,27 @@
 """The streaming scoring graph: the only module that builds Ray Data pipelines.
 
-    index -> load + prepare the network input (CPU task) -> segment (model actor pool, the network only)
+    index (Parquet, blocks of scans) -> load + prepare the network input (CPU task)
+          -> segment (model actor pool, the network only)
           -> mask back on the scan's grid, measure, write mask/crops (CPU task)
-          -> encode (model actor pool, optional) -> write the scan's table parts (CPU task)
+          -> encode (model actor pool, optional) -> the table rows, one part per block (a Datasink)
 
-Exactly-once, resumable output (``io.outputs``): a scan's rows are written as per-scan Parquet parts,
-the ``scans`` part last, each atomically. A scan whose ``scans`` part exists is complete and is
-skipped on a re-run; anything a killed run left half-written is simply written again. The
-consolidated tables are rebuilt from the parts at the end, so they never hold a row twice.
+The driver holds neither the scans nor a block per scan: the scans still to do are written once as
+Parquet (``io.outputs.write_index``) and read back by Ray Data in blocks of up to
+``PipelineConfig.block_scans`` scans, after a few small blocks that bring the first rows out early.
+
+Exactly-once, resumable output (``io.outputs``): each block's rows are written as a ``discs`` then a
+``scans`` part, each atomically. A scan with a ``scans`` row is complete and skipped on a re-run
+(failed ones too, unless ``retry_failed``); what a killed run left half-written never counts. The
+consolidated tables are rebuilt from the parts at the end, one row per scan.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -21,11 +29,12 @@ import pandas as pd
 from ..config import Config
 from ..io.archive import index_archive
 from ..io.gradings import load_narrowing
-from ..io.outputs import claim_output, done_keys, finish_tables, part_key, write_scan_parts
-from ..io.store import refresh_root_group
-from ..runtime import init_ray
+from ..io.outputs import claim_output, done_keys, finish_tables, new_attempt, part_key, scan_statuses, write_block_parts, write_index
+from ..io.store import completed_parts, refresh_root_group
+from ..runtime import init_ray, scans_per_block
 from ..schema import ScanStatus
 from . import stages
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +49,47 @@ def run_pipeline(
     labels: Path | None = None,
     segment_stage: type = stages.SegmentScans,
     report: bool = True,
+    retry_failed: bool = False,
+    fail_at: dict[str, str] | None = None,
 ) -> str:
     """Score every scan of ``archive`` into ``out``; returns a one-paragraph summary.
 
     ``segment_stage`` is the actor class of the segmentation step (tests put an oracle there).
     ``report=False`` leaves ``report.html`` to the caller (the demo writes one with its CV and
-    interpretation figures at the end).
+    interpretation figures at the end). ``retry_failed`` scores again the scans a previous run
+    failed; ``fail_at`` ({stage: scan_id}) raises on purpose in that stage, for the fault tests.
     """
     out = Path(out)
     index = index_archive(archive, use="images")
     if index.empty:
         raise FileNotFoundError(f"no scans found in {archive}")
     claim_output(out, "run", cfg, overwrite, archive=str(archive), seg=str(seg_dir), ae=str(ae_dir) if ae_dir else None)
-    done = done_keys(out)
-    index = index[~index.apply(lambda row: part_key(row.to_dict()) in done, axis=1)] if len(done) else index
-    for row in index[index.status != ScanStatus.OK].to_dict("records"):
-        failed = stages.failed_scan(row, row["status"], row["message"])
-        write_scan_parts(out, {**failed, "path": row.get("image_path")}, [])
-    todo = index[index.status == ScanStatus.OK]
+    attempt = new_attempt()
+    done = done_keys(out, retry_failed)
+    records = [row for row in index.to_dict("records") if part_key(row) not in done]
+    del index
+    failed = [{**row, "path": row.get("image_path"), "n_discs": 0} for row in records if row["status"] != ScanStatus.OK]
+    if failed:  # unusable ids need no task: one part for all of them
+        write_block_parts(out, failed, attempt)
+    todo = [row for row in records if row["status"] == ScanStatus.OK]
+    del records
     log.info("%d scans already complete, %d to score", len(done), len(todo))
 
     started = time.perf_counter()
-    if len(todo):
+    if todo:
         init_ray()  # no-op when the CLI (or a cluster job) already connected
-        dataset = build_graph(todo, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage)
-        for n, row in enumerate(dataset.iter_rows(), start=1):
-            log.info("[%d/%d] %s: %s, %d discs", n, len(todo), row["scan_id"], row["status"], row["n_discs"])
+        folder = write_index(out, todo, block_scans=scans_per_block(len(todo), cfg.pipeline.block_scans))
+        total = len(todo)
+        del todo
+        dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, fail_at)
+        with watch_parts(out, attempt, total):
+            # Without an encoder the write asks for what the measure task asks for, so Ray fuses the two
+            # (with Ray's default whole CPU it waited until every load and measure task had finished: no
+            # row came out before the end). After the encoder's actors it is a task of its own, a quarter
+            # CPU: its rows are small.
+            write_args = cpu_task_args(cfg) if ae_dir is None else {"num_cpus": 0.25}
+            dataset.write_datasink(stages.parts_sink(str(out), attempt, fail_at), ray_remote_args=write_args)
+        shutil.rmtree(folder)  # this run's work list, done: the parts say what is complete
     seconds = time.perf_counter() - started
 
     metadata = {"config_digest": cfg.digest(), "seg_model": str(seg_dir), "ae_model": str(ae_dir or "")}
@@ -82,30 +106,34 @@ def run_pipeline(
     return summary
 
 
-def build_graph(todo: pd.DataFrame, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, segment_stage):
-    """The Ray Data graph over the scans still to do (nothing runs until it is iterated)."""
+def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, segment_stage, fail_at: dict | None = None):
+    """The Ray Data graph over the scans in the ``index`` folder (nothing runs until it is written)."""
     import ray
 
     from ..runtime import model_pools
 
     seg_card = segment_stage.card(seg_dir)
-    rows = todo[["scan_id", "patient_id", "site", "image_path"]].to_dict("records")
     seg_plan, ae_plan = model_pools(cfg, with_encoder=ae_dir is not None)
     log.info("segmentation actors: %s; encoding actors: %s", seg_plan, ae_plan)
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    # Reading is I/O-bound: half a CPU each, which also keeps Ray from fusing it into the model actors.
-    # Reads and measurements run a few at a time: each concurrent task is a worker process holding a
-    # scan, and a pool that grows with the archive would make memory grow with it.
-    tasks_at_once = max(2, seg_plan.size + 1)
-    cpu_tasks = ray.data.TaskPoolStrategy(size=tasks_at_once)  # `concurrency=` is deprecated since Ray 2.51
-    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks)
-    dataset = _model_pool(dataset, segment_stage, seg_dir, seg_plan, cfg.pipeline.batch_size)
-    dataset = dataset.map(
-        stages.measure_and_store, fn_kwargs={"out": str(out), "cfg": cfg, "seg_card": seg_card}, num_cpus=0.5, compute=cpu_tasks
-    )
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the run's own progress line instead of one bar per operator
+    # One block per index file: a block is the index's few hundred scans (a few small ones first), never
+    # one scan. Ray 2.60's DataSource V2 reader bundles small files up to 128 MB into one block (here: the
+    # whole archive in one task), so the index is read by the V1 reader, which keeps a block per file.
+    context.use_datasource_v2 = False
+    # Reading an index file costs next to nothing: a quarter CPU, not Ray's default whole one, which beside
+    # the two actor pools of an encoding run on 2 CPUs could never be scheduled (the graph hung).
+    dataset = ray.data.read_parquet(str(index), override_num_blocks=len(list(index.glob("*.parquet"))), num_cpus=0.25)
+    # CPU tasks scale with the cluster, bounded by the memory one holds (a scan and its network input),
+    # not by the number of model actors. Half a CPU each also keeps Ray from fusing them into the actors.
+    cpu_tasks = ray.data.TaskPoolStrategy(size=None)
+    dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card, "fail_at": fail_at}, compute=cpu_tasks, **cpu_task_args(cfg))
+    dataset = _model_pool(dataset, _with_faults(segment_stage, fail_at), seg_dir, seg_plan, cfg.pipeline.batch_size)
+    measure_kwargs = {"out": str(out), "cfg": cfg, "seg_card": seg_card, "keep_crops": ae_plan is not None, "fail_at": fail_at}
+    dataset = dataset.map(stages.measure_and_store, fn_kwargs=measure_kwargs, compute=cpu_tasks, **cpu_task_args(cfg))
     if ae_plan is not None:
-        dataset = _model_pool(dataset, stages.EncodeDiscs, ae_dir, ae_plan, cfg.pipeline.batch_size)
-    return dataset.map(stages.write_parts_row, fn_kwargs={"out": str(out)}, num_cpus=0.25, compute=cpu_tasks)
+        dataset = _model_pool(dataset, _with_faults(stages.EncodeDiscs, fail_at), ae_dir, ae_plan, cfg.pipeline.batch_size)
+    return dataset
 
 
 def _model_pool(dataset, stage: type, model_dir: Path, plan, batch_size: int):
@@ -122,6 +150,51 @@ def _model_pool(dataset, stage: type, model_dir: Path, plan, batch_size: int):
         num_gpus=plan.num_gpus,
         resources=plan.resources or None,
     )
+
+
+def cpu_task_args(cfg: Config) -> dict:
+    """What one CPU task (load, measure, write) holds: half a CPU, and the memory of a scan in flight."""
+    return {"num_cpus": 0.5, "memory": cfg.pipeline.task_memory_mb * 2**20}
+
+
+def _with_faults(stage: type, fail_at: dict | None) -> type:
+    """A model actor class that raises for the scans of ``fail_at`` when a test asks for it."""
+    if not fail_at:
+        return stage
+    return type(f"Faulty{stage.__name__}", (stage,), {"fail_at": dict(fail_at)})
+
+
+@contextmanager
+def watch_parts(out: Path, attempt: int, total: int, every_s: float = 1.0):
+    """The progress line, from the ``scans`` parts this run writes (the driver polls one folder)."""
+    progress = Progress(total)
+    stop = threading.Event()
+    seen: set[str] = set()
+
+    def poll() -> None:
+        for path in completed_parts(out, "scans"):
+            if path.name.startswith(f"{attempt}-") and path.name not in seen:
+                seen.add(path.name)
+                for scan_id, status in scan_statuses(path):
+                    progress.add(scan_id, status)
+        progress.show()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                poll()
+            except OSError:  # a part renamed or an output folder on a flaky share: next time
+                pass
+
+    thread = threading.Thread(target=loop, name="rayspine-progress", daemon=True)
+    thread.start()
+    try:
+        yield progress
+    finally:
+        stop.set()
+        thread.join()
+        poll()
+        progress.close()
 
 
 def summarise(scans: pd.DataFrame, discs: pd.DataFrame, seconds: float, out: Path) -> str:

@@ -31,6 +31,8 @@ class SizePreset:
 SIZES = {
     "full": SizePreset((76.0, 140.0, 240.0), 40.0, 6, 4_000_000),
     "small": SizePreset((60.0, 100.0, 150.0), 15.0, 4, 150_000),
+    # The scale benchmark's (bench/bench_scale.py): the pipeline's fixed costs per scan, not its science.
+    "tiny": SizePreset((50.0, 90.0, 90.0), 10.0, 2, 40_000),
 }
 
 # T1-weighted relative intensities per tissue class: marrow fat bright, disc and muscle intermediate,

@@ -11,6 +11,7 @@ from rayspine.io.store import (
     consolidate_parts,
     part_path,
     read_crops_zarr,
+    read_parts,
     read_mask_zarr,
     refresh_root_group,
     written_groups,
@@ -121,8 +122,11 @@ def test_parts_consolidate_once_each(tmp_path):
         rows = [{"scan_id": scan, "level": lv, "status": "ok", "z0": 1.0, "z1": 2.0} for lv in levels]
         write_parquet_atomic(pa.Table.from_pylist(rows), part_path(tmp_path, "discs", scan))
     write_parquet_atomic(pa.Table.from_pylist([{"scan_id": "b", "level": 1, "status": "ok"}]), part_path(tmp_path, "discs", "b"))  # rewritten
-    assert completed_parts(tmp_path, "discs") == {"a", "b"}
-    table = consolidate_parts(tmp_path, "discs", schema)
+    (tmp_path / "parts" / "discs" / ".c.parquet.tmp-dead").write_bytes(b"PAR1 half")  # a killed write never counts
+    assert [p.stem for p in completed_parts(tmp_path, "discs")] == ["a", "b"]
+    rows = read_parts(completed_parts(tmp_path, "discs"), schema)
+    assert rows.column("part_file").to_pylist() == ["a", "b"]
+    table = consolidate_parts(tmp_path, "discs", rows, schema)
     assert table.column("scan_id").to_pylist() == ["a", "b"] and table.column("level").to_pylist() == [1, 1]
     assert table.schema.field("height_mm").metadata == {b"unit": b"mm"}
 

@@ -128,5 +128,5 @@ def test_disc_instances_never_crash(labels, spacing, binary):
         source = labels != 0 if binary else labels == 200 + d.level
         assert not (full & ~source).any()  # a disc never takes voxels outside its label
         assert d.volume_mm3 == pytest.approx(full.sum() * float(np.prod(spacing)))
-    if binary:
-        assert levels == list(range(1, len(levels) + 1))
+    if binary:  # numbered up the chain from 1; a level is skipped where the chain's step says a disc was missed
+        assert not levels or levels[0] == 1

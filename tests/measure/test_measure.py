@@ -15,7 +15,7 @@ from tests.phantoms import spine_phantom
 from rayspine.config import Config
 from rayspine.io.labels import SCHEMES
 from rayspine.io.scans import write_scan
-from rayspine.io.store import part_path, read_crops_zarr
+from rayspine.io.store import completed_parts, part_path, read_crops_zarr
 from rayspine.measure.geometry import measure_disc
 from rayspine.measure.command import run_measure
 from rayspine.measure.scan import measure_mask
@@ -167,8 +167,9 @@ def test_run_measure_rerun_adds_nothing_and_resumes_interrupted_runs(measured_ar
     # simulate a crash: one scan's parts gone (it was mid-write), a temporary crops folder left behind
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    part_path(copy, "scans", "2_t1").unlink()
-    part_path(copy, "discs", "2_t1").unlink()
+    part = next(p for p in completed_parts(copy, "scans") if "2_t1" in pd.read_parquet(p).scan_id.tolist())
+    part.unlink()
+    part_path(copy, "discs", part.stem).unlink()
     (copy / "crops.zarr" / ".2_t1.tmp-deadbeef").mkdir()
     (copy / "discs.parquet").unlink()
     resumed = run_measure(root, copy, CFG)
@@ -223,8 +224,8 @@ def test_run_measure_folder_of_masks_with_bad_input(tmp_path, labels, ray_local)
     }
     assert (scans["message"].str.len() > 0).sum() == len(scans) - 1
     assert set(discs["scan_id"]) == {"a"} and len(discs) == 5 and discs["disc_narrowing"].isna().all()
-    written = {p.name for p in (out / "parts" / "scans").iterdir()}
-    assert "a.parquet" in written and len(written) == len(scans)
+    parts = pd.concat(pd.read_parquet(p) for p in (out / "parts" / "scans").glob("*.parquet"))
+    assert parts.part_key.is_unique and len(parts) == len(scans)  # one row each, a duplicated id included
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "out"]  # nothing beside OUT
     assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a", "zarr.json"}  # the root group and one scan
     assert not (out / ".crops.zarr.staging").exists()  # staging removed when the run finished

@@ -52,6 +52,9 @@ def write_corpus(folder: Path) -> dict[str, set[str]]:
         expected[name] = {"bad_id"}
     shutil.copy(folder / "18_nan.mha", folder / "22..sneaky.mha")
     expected["22..sneaky.mha"] = {"bad_id"}
+    for name in ("..mha", "...mha"):  # ids "." and "..": once no row at all
+        shutil.copy(folder / "18_nan.mha", folder / name)
+        expected[name] = {"bad_id"}
     return expected
 
 

@@ -20,7 +20,7 @@ from rayspine.io.gradings import load_narrowing
 from rayspine.io.outputs import claim_output, finish_tables, write_scan_parts
 from rayspine.io.scans import read_scan
 from rayspine.io.store import write_mask_zarr
-from rayspine.measure.command import measure_scan
+from rayspine.measure.command import measure_block
 from rayspine.measure.scan import measure_mask, measured_count
 from rayspine.synth import synthesize_archive
 
@@ -44,10 +44,10 @@ def scored_output(archive: Path, out: Path, drop: dict[str, int] | None = None) 
 
 
 def measured_output(masks: list[Path], out: Path) -> Path:
-    """What `rayspine measure` leaves for these mask files (measure_scan is its Ray task's body)."""
+    """What `rayspine measure` leaves for these mask files (measure_block is its Ray task's body)."""
     claim_output(out, "measure", CFG, overwrite=True)
-    for path in masks:
-        measure_scan({"scan_id": path.name.split(".")[0], "patient_id": path.name.split(".")[0], "site": "ribeirao", "mask_path": str(path)}, out, CFG)
+    ids = [path.name.split(".")[0] for path in masks]
+    measure_block([{"scan_id": i, "patient_id": i, "site": "ribeirao", "mask_path": str(p)} for i, p in zip(ids, masks)], str(out), CFG, attempt=1)
     finish_tables(out, 0, {}, None)
     return out
 
