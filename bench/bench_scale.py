@@ -5,6 +5,7 @@ per scan at steady state, the stages' own CPU time, consolidation time; then pro
 scans on the cluster of ``cluster.yaml``. Not part of the test suite (minutes, not seconds).
 
     python bench/bench_scale.py --n 500 2000 [--work /tmp/scale] [--cpus 2]
+    python bench/bench_scale.py --kill-resume 300       # SIGKILL half-way, resume, compare with a clean run
 
 An archive of N scans is hard links to a few synthesized ``tiny`` scans under N ids, so making it is
 cheap; each N is scored by a fresh driver process (its peak RSS is the driver's alone).
@@ -132,14 +133,68 @@ def measure_outputs(out: Path, timing: dict) -> dict:
     }
 
 
+def kill_and_resume(work: Path, n: int, cpus: int) -> dict:
+    """Score N scans cleanly; score them again, SIGKILL the driver and its Ray once about half the scans
+    have rows, resume; then compare the two outputs row by row and mask by mask."""
+    import signal
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from rayspine.io.store import read_mask_zarr
+
+    archive = make_archive(work, n)
+    reference, killed = work / f"reference-{n}", work / f"killed-{n}"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests import oracle; from rayspine.runtime import init_ray; "
+            f"init_ray(num_cpus={cpus}); from rayspine.pipeline.graph import run_pipeline; "
+            f"run_pipeline({str(archive)!r}, sys.argv[1], seg_dir={str(archive)!r}, segment_stage=oracle.OracleSegmentScans, report=False)")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def start(out: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", code, str(out)], cwd=ROOT, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    for out in (reference, killed):
+        if out.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+    assert start(reference).wait() == 0
+    proc, rows = start(killed), 0
+    while proc.poll() is None and rows < n // 2:
+        time.sleep(0.5)
+        try:
+            rows = sum(pq.read_metadata(p).num_rows for p in (killed / "parts" / "scans").glob("*.parquet"))
+        except OSError:
+            pass
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert start(killed).wait() == 0
+    tables = {}
+    for name in ("scans", "discs"):
+        a, b = (pd.read_parquet(out / f"{name}.parquet") for out in (reference, killed))
+        drop = [c for c in a.columns if c.startswith("seconds_") or c == "node_id"]  # timings differ run to run
+        pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
+        tables[name] = len(a)
+    masks_equal = all(np.array_equal(read_mask_zarr(reference / "masks.zarr", s).voxels, read_mask_zarr(killed / "masks.zarr", s).voxels)
+                      for s in pd.read_parquet(reference / "scans.parquet").scan_id)
+    assert masks_equal
+    files = {out.name: sum(1 for p in out.rglob("*") if p.is_file()) for out in (reference, killed)}
+    return {"n": n, "killed_after_rows": rows, "scans": tables["scans"], "discs": tables["discs"], "tables_equal": True,
+            "masks_equal": masks_equal, "files": files}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[500, 2000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/rayspine-scale"))
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--kill-resume", type=int, default=0, metavar="N", help="instead: the SIGKILL-and-resume check on N scans")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.kill_resume:
+        print(json.dumps(kill_and_resume(args.work, args.kill_resume, args.cpus)), flush=True)
+        return
     for n in args.n:
         archive = make_archive(args.work, n)
         out = args.work / f"out-{n}"

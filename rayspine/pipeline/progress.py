@@ -25,7 +25,7 @@ class Progress:
         self.done = self.failed = 0
         self.started = time.perf_counter()
         self.first_result_s: float | None = None
-        self._shown = 0.0
+        self._shown = float("-inf")  # the first show() always shows
 
     def add(self, scan_id: str, status: str, message: str = "") -> None:
         self.done += 1
