@@ -33,6 +33,8 @@ from .train import save_autoencoder, train_autoencoder, utc_now
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.csv"
+HISTORY_FILE = "history.csv"  # bn<k>/: one row per epoch (loss, IoUs, seconds)
+CURVES_FILE = "sweep.png"  # eval-mode training IoU per epoch of every size
 COLUMNS = [
     "bottleneck", "converged", "epochs", "train_iou", "train_iou_ci_low", "train_iou_ci_high", "train_iou_min",
     "heldout_iou", "heldout_iou_ci_low", "heldout_iou_ci_high", "n_train", "n_heldout", "seconds",
@@ -137,6 +139,7 @@ def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spaci
         config_digest=digest,
         extra={"ae_config": _jsonable(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
     )
+    write_text_atomic(pd.DataFrame(result.history).to_csv(index=False), folder / HISTORY_FILE)  # the epoch curve
     tune.report({"bottleneck": k, "done": True, **result.metrics()})
 
 
@@ -257,6 +260,12 @@ def write_sweep_table(out: Path, bottlenecks) -> pd.DataFrame:
     )
     if not len(converged):
         log.warning("sweep: %s (bn%d, IoU %.4f)", reason, int(best["bottleneck"]), float(best["train_iou"]))
+    histories = {int(k): pd.read_csv(Path(out) / f"bn{k}" / HISTORY_FILE) for k in bottlenecks if (Path(out) / f"bn{k}" / HISTORY_FILE).is_file()}
+    if histories:
+        from ..report import figures
+
+        target = read_card(Path(out) / f"bn{int(best['bottleneck'])}").get("ae_config", {}).get("target_iou")
+        figures.save(figures.training_curves(histories, target), Path(out) / CURVES_FILE)
     return table
 
 

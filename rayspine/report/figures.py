@@ -140,3 +140,22 @@ def heldout_iou(summary: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def training_curves(histories: Mapping[int, pd.DataFrame], target: float | None = None) -> Figure:
+    """Eval-mode training IoU per epoch of each bottleneck of a sweep (held-out IoU dashed when scored),
+    the convergence target as a line: whether and when each size converges, at a glance."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, history in sorted(histories.items(), reverse=True):
+        scored = history.dropna(subset=["train_iou"]) if "train_iou" in history else history.iloc[0:0]
+        (line,) = ax.plot(scored["epoch"], scored["train_iou"], label=f"bottleneck {k}")
+        if "heldout_iou" in history and history["heldout_iou"].notna().any():
+            held = history.dropna(subset=["heldout_iou"])
+            ax.plot(held["epoch"], held["heldout_iou"], ls="--", color=line.get_color(), alpha=0.7)
+    if target is not None:
+        ax.axhline(target, color="grey", ls=":", label=f"target {target:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("IoU, eval mode (dashed: held out)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
