@@ -113,3 +113,15 @@ def mean_grouped_bootstrap_ci(values, groups, n_boot: int = 2000, level: float =
     means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     tail = (1 - level) / 2 * 100
     return float(values.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def pearson_ci(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Interval for a Pearson r over n pairs by Fisher's z (what ``scipy.stats.pearsonr(...).confidence_interval``
+    computes from the data), for tables that keep r and n only."""
+    from scipy.stats import norm
+
+    if not np.isfinite(r) or n <= 3:
+        return float("nan"), float("nan")
+    half = norm.ppf(0.5 + level / 2) / np.sqrt(n - 3)
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return float(np.tanh(z - half)), float(np.tanh(z + half))
