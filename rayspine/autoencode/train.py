@@ -232,7 +232,8 @@ def train_autoencoder(
             heldout_iou = state["heldout_iou"].numpy() if state["heldout_iou"] is not None else None
             log.info("bottleneck %d: resumed at epoch %d from %s", bottleneck, epoch, ckpt_path)
     resumed_epoch = epoch
-    started, clock = utc_now(), time.perf_counter()
+    scored_epoch = epoch  # the epoch whose weights train_iou / heldout_iou score
+    started, clock, cpu_clock = utc_now(), time.perf_counter(), time.process_time()
     last_save = clock
 
     budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else float("inf")
@@ -254,28 +255,37 @@ def train_autoencoder(
             optimiser.step()
             losses.append(float(loss.detach()))
         epoch += 1
-        if cfg.precise_bn:
-            recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
-        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
-        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
-        converged = bool(train_iou.mean() > cfg.target_iou)
-        val_iou = evaluate_iou(net, validation, cfg.eval_batch_size, device, channels_last) if validation is not None else None
+        # Scoring every crop in eval mode costs about a third of an epoch's CPU; with eval_every > 1 it
+        # runs on every n-th epoch and the last one only (the last always: its scores are the result).
+        # The weights do not depend on it (eval mode, no randomness), so the trajectory is the same.
+        last = epoch >= cfg.max_epochs or seconds_before + time.perf_counter() - clock >= budget
+        scored = last or epoch % max(1, cfg.eval_every) == 0
         stop_early = False
-        if early_stop:
-            if float(val_iou.mean()) > best["val"]:
-                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best.update(val=float(val_iou.mean()), epoch=epoch, state=state, train_iou=train_iou, heldout_iou=heldout_iou)
-            stop_early = epoch - best["epoch"] >= cfg.val_patience
-        if scheduler is not None:
-            scheduler.step(float(train_iou.mean()))
+        if scored:
+            scored_epoch = epoch
+            if cfg.precise_bn:
+                recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
+            train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+            heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+            converged = bool(train_iou.mean() > cfg.target_iou)
+            val_iou = evaluate_iou(net, validation, cfg.eval_batch_size, device, channels_last) if validation is not None else None
+            if early_stop:
+                if float(val_iou.mean()) > best["val"]:
+                    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    best.update(val=float(val_iou.mean()), epoch=epoch, state=state, train_iou=train_iou, heldout_iou=heldout_iou)
+                stop_early = epoch - best["epoch"] >= cfg.val_patience
+            if scheduler is not None:  # its patience counts scored epochs
+                scheduler.step(float(train_iou.mean()))
+        nan = float("nan")
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
-            "train_iou": float(train_iou.mean()),
-            "train_iou_min": float(train_iou.min()),
-            "heldout_iou": float(heldout_iou.mean()) if heldout_iou is not None else float("nan"),
-            "val_iou": float(val_iou.mean()) if val_iou is not None else float("nan"),
+            "train_iou": float(train_iou.mean()) if scored else nan,
+            "train_iou_min": float(train_iou.min()) if scored else nan,
+            "heldout_iou": float(heldout_iou.mean()) if scored and heldout_iou is not None else nan,
+            "val_iou": float(val_iou.mean()) if scored and val_iou is not None else nan,
             "seconds": seconds_before + time.perf_counter() - clock,
+            "cpu_seconds": time.process_time() - cpu_clock,  # this process, since this call began
             "learning_rate": float(optimiser.param_groups[0]["lr"]),
             "converged": converged,
         }
@@ -298,9 +308,12 @@ def train_autoencoder(
     if not converged and seconds_before + time.perf_counter() - clock >= budget:
         log.info("bottleneck %d: time budget of %.1f min spent at epoch %d", bottleneck, cfg.max_minutes, epoch)
 
-    if len(train_iou) == 0:  # max_epochs == 0: score the untrained network
+    restored_best = early_stop and best["state"] is not None
+    if len(train_iou) == 0 or (scored_epoch != epoch and not restored_best):
+        # max_epochs == 0 (the untrained network), or the time budget ran out after an unscored epoch
         train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
         heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+        converged = bool(train_iou.mean() > cfg.target_iou)
     net.eval()
     return TrainResult(
         net=net.cpu().to(memory_format=torch.contiguous_format),
