@@ -116,7 +116,7 @@ def cmd_ae(args) -> None:
     cfg = AEConfig(
         max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
         weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
-        seed=args.seed, eval_every=args.eval_every,
+        seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
     )
     print(f"fold {args.fold}: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
@@ -307,6 +307,7 @@ def main() -> None:
     a.add_argument("--shift", type=int, default=0, help="random roll of up to this many voxels per axis")
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--lr-patience", type=int, default=0)
+    a.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 over --max-epochs (AEConfig.lr_cosine)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--tag", default="paper")

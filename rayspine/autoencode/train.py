@@ -209,6 +209,10 @@ def train_autoencoder(
         if cfg.lr_patience > 0
         else None
     )
+    # Optional: a fixed cosine decay from learning_rate to 0 over max_epochs (stepped once per epoch).
+    # Unlike the plateau rule it does not wait for the training IoU to stall, which within a budget of
+    # tens of epochs it never does; the small steps at the end settle the weights the run returns.
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, cfg.max_epochs)) if cfg.lr_cosine else None
     loss_of = torch.compile(net.loss) if cfg.compile else net.loss
     amp = device.type == "cuda" and cfg.amp
 
@@ -224,6 +228,8 @@ def train_autoencoder(
             optimiser.load_state_dict(state["optimiser"])
             if scheduler is not None and state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
+            if cosine is not None and state.get("cosine"):
+                cosine.load_state_dict(state["cosine"])
             history = state["history"]
             epoch = len(history)
             seconds_before = float(history[-1]["seconds"]) if history else 0.0
@@ -276,6 +282,8 @@ def train_autoencoder(
                 stop_early = epoch - best["epoch"] >= cfg.val_patience
             if scheduler is not None:  # its patience counts scored epochs
                 scheduler.step(float(train_iou.mean()))
+        if cosine is not None:
+            cosine.step()
         nan = float("nan")
         record = {
             "epoch": epoch,
@@ -286,7 +294,7 @@ def train_autoencoder(
             "val_iou": float(val_iou.mean()) if scored and val_iou is not None else nan,
             "seconds": seconds_before + time.perf_counter() - clock,
             "cpu_seconds": time.process_time() - cpu_clock,  # this process, since this call began
-            "learning_rate": float(optimiser.param_groups[0]["lr"]),
+            "learning_rate": float(optimiser.param_groups[0]["lr"]),  # for the next epoch
             "converged": converged,
         }
         history.append(record)
@@ -296,7 +304,7 @@ def train_autoencoder(
         out_of_time = record["seconds"] >= budget
         done = converged or epoch >= cfg.max_epochs or out_of_time
         if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
-            _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings)
+            _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings, cosine)
             last_save = now
         if stop_early:
             log.info("bottleneck %d: no better validation IoU for %d epochs, stopped at %d", bottleneck, cfg.val_patience, epoch)
@@ -335,15 +343,18 @@ def train_autoencoder(
 def _training_settings(cfg: AEConfig) -> dict:
     """The settings that change the weights; a checkpoint made with others is not resumed."""
     keep = ("model", "channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn", "lr_patience")
-    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift") if getattr(cfg, k))  # only when set
+    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift", "lr_cosine") if getattr(cfg, k))  # only when set
+    if cfg.lr_cosine:
+        keep += ("max_epochs",)  # the cosine's length: another max_epochs is another learning-rate curve
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
 
 
-def _save_checkpoint(path: Path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings) -> None:
+def _save_checkpoint(path: Path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings, cosine=None) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimiser": optimiser.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "cosine": cosine.state_dict() if cosine is not None else {},
         "history": history,
         "converged": converged,
         "train_iou": torch.from_numpy(np.asarray(train_iou, dtype=np.float64)),
