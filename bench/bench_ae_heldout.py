@@ -118,7 +118,7 @@ def cmd_ae(args) -> None:
         weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
         seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
     )
-    print(f"fold {args.fold}: train {len(train)} discs ({len(set(subjects[train]))} people), "
+    print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
 
     def progress(r):
@@ -230,6 +230,42 @@ def cmd_fold_means(args) -> None:
             print(f"| {name} | {iou[keep].mean():.3f} | " + ", ".join(f"{iou[fold == f].mean():.3f}" for f in folds_done) + " |")
 
 
+def cmd_variants(args) -> None:
+    """One row per ``ae`` run of a fold (json files, or logs of runs that wrote none): the held-out IoU at
+    the last epoch, its mean over the scored epochs of the second half (every 5th epoch, so that runs
+    scored every epoch and every 5th compare alike), the peak, and the CPU seconds per epoch."""
+    work = Path(args.work)
+    base = {}
+    for method in ("nearest", "distance"):
+        path = work / f"baselines_{method}.json"
+        if path.is_file():
+            r = json.loads(path.read_text())["pca4"]
+            iou, fold = np.asarray(r["iou"]), np.asarray(r["fold"])
+            base[method] = {f: iou[fold == f].mean() for f in range(K)}
+    runs = {}
+    for file in sorted(work.glob(f"ae_*_bn{args.bottleneck}_fold{args.fold}.json")):
+        result = json.loads(file.read_text())
+        runs[result["summary"]["tag"]] = (result["summary"]["method"], result["history"], "json")
+    for file in sorted((work / "logs").glob(f"*_f{args.fold}.log")):
+        tag = file.name[: -len(f"_f{args.fold}.log")]
+        if tag not in runs and _log_history(file):
+            runs[tag] = ("nearest", _log_history(file), "log")
+    print("| run | crops | epochs | train IoU, last | held-out IoU, last | held-out, mean of the 2nd half (every 5th epoch) | peak, every 5th epoch (epoch) | PCA-4, same crops | CPU s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tag, (method, history, source) in runs.items():
+        scored = [h for h in history if h.get("heldout_iou") is not None and np.isfinite(h["heldout_iou"]) and np.isfinite(h["train_iou"])]
+        if len(scored) < 2 or scored[-1]["epoch"] < args.min_epochs:
+            continue
+        last = scored[-1]
+        every5 = [h for h in scored if h["epoch"] % 5 == 0 or h is last]  # the same epochs whatever the run scored
+        late = [h["heldout_iou"] for h in every5 if h["epoch"] > last["epoch"] / 2]
+        peak = max(every5, key=lambda h: h["heldout_iou"])
+        cpu = f"{history[-1]['cpu_seconds'] / history[-1]['epoch']:.1f}" if "cpu_seconds" in history[-1] else "n/a"
+        pca = f"{base[method][args.fold]:.3f}" if method in base else ""
+        print(f"| {tag} | {method} | {last['epoch']} | {last['train_iou']:.3f} | {last['heldout_iou']:.3f} | {np.mean(late):.3f} | "
+              f"{peak['heldout_iou']:.3f} ({peak['epoch']}) | {pca} | {cpu} |")
+
+
 def cmd_report(args) -> None:
     """Print the markdown tables of every finished 5-fold set (baselines and AE tags)."""
     work = Path(args.work)
@@ -321,6 +357,11 @@ def main() -> None:
     fm.add_argument("--tag", default="paper")
     fm.add_argument("--bottleneck", type=int, default=4)
     fm.set_defaults(func=cmd_fold_means)
+    v = sub.add_parser("variants")
+    v.add_argument("--fold", type=int, default=0)
+    v.add_argument("--bottleneck", type=int, default=4)
+    v.add_argument("--min-epochs", type=int, default=20, help="leave out runs stopped before this epoch")
+    v.set_defaults(func=cmd_variants)
     r = sub.add_parser("report")
     r.add_argument("--method", default="nearest")
     r.set_defaults(func=cmd_report)

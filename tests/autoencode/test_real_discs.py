@@ -63,5 +63,6 @@ def test_autoencoder_learns_real_discs_and_beats_the_mean_shape_on_unseen_people
     assert result.epochs == EPOCHS and len(result.heldout_iou) == len(heldout)
     mean_iou = iou_per_item(heldout, mean_shape(train, len(heldout))).mean()
     print(f"train IoU {result.train_iou.mean():.4f}, held-out IoU {result.heldout_iou.mean():.4f}, mean shape {mean_iou:.4f}")
-    assert result.train_iou.mean() > 0.0
-    assert result.heldout_iou.mean() > mean_iou
+    # Measured (this seed, one thread): training IoU 0.749, held-out 0.692, mean shape 0.506.
+    assert result.train_iou.mean() > 0.70
+    assert result.heldout_iou.mean() > mean_iou + 0.10
