@@ -9,7 +9,9 @@ held-out people's discs (IoU and Dice per disc).
     python bench/bench_ae_heldout.py crops --method nearest          # cache the crops (/tmp, not the repo)
     python bench/bench_ae_heldout.py baselines --method nearest
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --tag paper
+    python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --eval-every 5 --cosine --tag cosine
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 100 --val-patience 15 --tag es
+    python bench/bench_ae_heldout.py variants --fold 0   # one row per run of fold 0 (the variant table)
     python bench/bench_ae_heldout.py report            # bench/ae_heldout.md tables from the json results
 
 Results are json files in --work (default /tmp/rayspine_heldout); one torch thread per run.
@@ -298,6 +300,22 @@ def cmd_report(args) -> None:
                 for r in sorted(results, key=lambda r: r["summary"]["fold"]):
                     s = r["summary"]
                     print(f"| {name} | {s['fold']} | {s['epochs']} ({s['best_val_epoch']}) | {s['seconds_per_epoch']:.1f} | {s['train_iou']:.3f} | {s['test_iou']:.3f} | {s['test_peak_iou']:.3f} ({s['test_peak_epoch']}) |")
+        # paired, per disc: the same disc scored by the AE and by a baseline (a tighter comparison than two
+        # separate intervals, since hard discs are hard for every model)
+        if base.is_file():
+            b = json.loads(base.read_text())
+            complete = {n: rs for n, rs in runs.items() if len(rs) == K}
+            if complete:
+                print("\n| paired difference (per disc) | discs | mean (95 % t-CI over discs) | 95 % CI, bootstrap over people | discs where the AE is better |\n|---|---|---|---|---|")
+            for name, results in sorted(complete.items()):
+                index = np.concatenate([r["per_disc"]["index"] for r in results])
+                iou = np.concatenate([r["per_disc"]["iou"] for r in results])
+                for other in ("pca4", "pca8", "pca64", "nearest_iou"):
+                    ref = dict(zip(b[other]["index"], b[other]["iou"]))
+                    diff = iou - np.array([ref[i] for i in index])
+                    m, lo, hi = stats.mean_t_ci(diff)
+                    _, blo, bhi = stats.mean_grouped_bootstrap_ci(diff, subjects[index])
+                    print(f"| {name} - {other} | {len(diff)} | {m:+.3f} ({lo:+.3f} to {hi:+.3f}) | {blo:+.3f} to {bhi:+.3f} | {int((diff > 0).sum())} of {len(diff)} |")
         # by level (1 = L5/S1): which discs are hard
         levels = data["levels"]
         table = {}
