@@ -316,6 +316,20 @@ def cmd_report(args) -> None:
                     m, lo, hi = stats.mean_t_ci(diff)
                     _, blo, bhi = stats.mean_grouped_bootstrap_ci(diff, subjects[index])
                     print(f"| {name} - {other} | {len(diff)} | {m:+.3f} ({lo:+.3f} to {hi:+.3f}) | {blo:+.3f} to {bhi:+.3f} | {int((diff > 0).sum())} of {len(diff)} |")
+        # AE run against AE run on the discs both scored (e.g. a variant against the paper recipe)
+        names = sorted(runs)
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        if pairs:
+            print("\n| AE runs, paired on their common discs | discs | mean difference (95 % t-CI) | bootstrap over people | folds |\n|---|---|---|---|---|")
+        for a, b in pairs:
+            per = {n: {i: (v, r["summary"]["fold"]) for r in runs[n] for i, v in zip(r["per_disc"]["index"], r["per_disc"]["iou"])} for n in (a, b)}
+            common = sorted(set(per[a]) & set(per[b]))
+            if len(common) < 3:
+                continue
+            diff = np.array([per[a][i][0] - per[b][i][0] for i in common])
+            m, lo, hi = stats.mean_t_ci(diff)
+            _, blo, bhi = stats.mean_grouped_bootstrap_ci(diff, subjects[common])
+            print(f"| {a} - {b} | {len(common)} | {m:+.3f} ({lo:+.3f} to {hi:+.3f}) | {blo:+.3f} to {bhi:+.3f} | {sorted({per[a][i][1] for i in common})} |")
         # by level (1 = L5/S1): which discs are hard
         levels = data["levels"]
         table = {}
