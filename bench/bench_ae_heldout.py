@@ -9,7 +9,9 @@ held-out people's discs (IoU and Dice per disc).
     python bench/bench_ae_heldout.py crops --method nearest          # cache the crops (/tmp, not the repo)
     python bench/bench_ae_heldout.py baselines --method nearest
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --tag paper
+    python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --eval-every 5 --cosine --tag cosine
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 100 --val-patience 15 --tag es
+    python bench/bench_ae_heldout.py variants --fold 0   # one row per run of fold 0 (the variant table)
     python bench/bench_ae_heldout.py report            # bench/ae_heldout.md tables from the json results
 
 Results are json files in --work (default /tmp/rayspine_heldout); one torch thread per run.
@@ -116,9 +118,9 @@ def cmd_ae(args) -> None:
     cfg = AEConfig(
         max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
         weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
-        seed=args.seed,
+        seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
     )
-    print(f"fold {args.fold}: train {len(train)} discs ({len(set(subjects[train]))} people), "
+    print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
 
     def progress(r):
@@ -126,15 +128,23 @@ def cmd_ae(args) -> None:
 
     result = train_autoencoder(crops[train], args.bottleneck, cfg, heldout=crops[test], validation=validation, progress=progress)
     history = result.history
-    best_epoch = int(np.argmax([h["val_iou"] for h in history]) + 1) if validation is not None and history else result.epochs
+    scored = [h for h in history if np.isfinite(h["heldout_iou"])]  # with --eval-every n, every n-th epoch and the last
+    test_curve = np.array([h["heldout_iou"] for h in scored])
+    best_epoch = scored[int(np.argmax([h["val_iou"] for h in scored]))]["epoch"] if validation is not None and scored else result.epochs
+    # The held-out mean jitters by 0.01-0.05 between epochs (Adam at a constant rate, batch norm from
+    # batches of 4); the mean over the scored epochs of the second half is a steadier level to compare
+    # variants by. It is a description of the curve, not a model selection (no epoch is chosen).
+    late = np.array([h["heldout_iou"] for h in scored if h["epoch"] > result.epochs / 2])
     summary = {
         "tag": args.tag, "fold": args.fold, "bottleneck": args.bottleneck, "method": args.method,
         "epochs": result.epochs, "best_val_epoch": best_epoch, "seconds": result.seconds,
         "seconds_per_epoch": result.seconds / max(1, result.epochs),
         "cpu_seconds_process": time.process_time(),  # this process's CPU time (one torch thread)
         "train_iou": float(result.train_iou.mean()), "test_iou": float(result.heldout_iou.mean()),
-        "test_peak_iou": float(max((h["heldout_iou"] for h in history), default=float("nan"))),
-        "test_peak_epoch": int(np.argmax([h["heldout_iou"] for h in history]) + 1) if history else 0,
+        "test_peak_iou": float(test_curve.max()) if len(test_curve) else float("nan"),
+        "test_peak_epoch": scored[int(np.argmax(test_curve))]["epoch"] if len(test_curve) else 0,
+        "test_late_mean": float(late.mean()) if len(late) else float("nan"),
+        "cpu_seconds_per_epoch": history[-1]["cpu_seconds"] / max(1, result.epochs) if history else float("nan"),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
     print(json.dumps(summary, indent=1), flush=True)
@@ -201,12 +211,13 @@ def cmd_fold_means(args) -> None:
             history, source = _log_history(lpath), "log"
         else:
             continue
+        history = [h for h in history if h.get("heldout_iou") is not None and np.isfinite(h["heldout_iou"])]  # scored epochs
         if not history:
             continue
         last = history[-1]
         peak = int(np.argmax([h["heldout_iou"] for h in history]))
         finals.append((sizes[fold], last["heldout_iou"]))
-        print(f"| {fold} | {sizes[fold]} | {last['epoch']} | {source} | {last['train_iou']:.3f} | {last['heldout_iou']:.3f} | {history[peak]['heldout_iou']:.3f} ({peak + 1}) |")
+        print(f"| {fold} | {sizes[fold]} | {last['epoch']} | {source} | {last['train_iou']:.3f} | {last['heldout_iou']:.3f} | {history[peak]['heldout_iou']:.3f} ({history[peak]['epoch']}) |")
     if finals:
         n, m = np.array(finals).T
         _, lo, hi = stats.mean_t_ci(m)
@@ -219,6 +230,42 @@ def cmd_fold_means(args) -> None:
             iou, fold = np.asarray(r["iou"]), np.asarray(r["fold"])
             keep = np.isin(fold, folds_done)
             print(f"| {name} | {iou[keep].mean():.3f} | " + ", ".join(f"{iou[fold == f].mean():.3f}" for f in folds_done) + " |")
+
+
+def cmd_variants(args) -> None:
+    """One row per ``ae`` run of a fold (json files, or logs of runs that wrote none): the held-out IoU at
+    the last epoch, its mean over the scored epochs of the second half (every 5th epoch, so that runs
+    scored every epoch and every 5th compare alike), the peak, and the CPU seconds per epoch."""
+    work = Path(args.work)
+    base = {}
+    for method in ("nearest", "distance"):
+        path = work / f"baselines_{method}.json"
+        if path.is_file():
+            r = json.loads(path.read_text())["pca4"]
+            iou, fold = np.asarray(r["iou"]), np.asarray(r["fold"])
+            base[method] = {f: iou[fold == f].mean() for f in range(K)}
+    runs = {}
+    for file in sorted(work.glob(f"ae_*_bn{args.bottleneck}_fold{args.fold}.json")):
+        result = json.loads(file.read_text())
+        runs[result["summary"]["tag"]] = (result["summary"]["method"], result["history"], "json")
+    for file in sorted((work / "logs").glob(f"*_f{args.fold}.log")):
+        tag = file.name[: -len(f"_f{args.fold}.log")]
+        if tag not in runs and _log_history(file):
+            runs[tag] = ("nearest", _log_history(file), "log")
+    print("| run | crops | epochs | train IoU, last | held-out IoU, last | held-out, mean of the 2nd half (every 5th epoch) | peak, every 5th epoch (epoch) | PCA-4, same crops | CPU s/epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for tag, (method, history, source) in runs.items():
+        scored = [h for h in history if h.get("heldout_iou") is not None and np.isfinite(h["heldout_iou"]) and np.isfinite(h["train_iou"])]
+        if len(scored) < 2 or scored[-1]["epoch"] < args.min_epochs:
+            continue
+        last = scored[-1]
+        every5 = [h for h in scored if h["epoch"] % 5 == 0 or h is last]  # the same epochs whatever the run scored
+        late = [h["heldout_iou"] for h in every5 if h["epoch"] > last["epoch"] / 2]
+        peak = max(every5, key=lambda h: h["heldout_iou"])
+        cpu = f"{history[-1]['cpu_seconds'] / history[-1]['epoch']:.1f}" if "cpu_seconds" in history[-1] else "n/a"
+        pca = f"{base[method][args.fold]:.3f}" if method in base else ""
+        print(f"| {tag} | {method} | {last['epoch']} | {last['train_iou']:.3f} | {last['heldout_iou']:.3f} | {np.mean(late):.3f} | "
+              f"{peak['heldout_iou']:.3f} ({peak['epoch']}) | {pca} | {cpu} |")
 
 
 def cmd_report(args) -> None:
@@ -253,6 +300,36 @@ def cmd_report(args) -> None:
                 for r in sorted(results, key=lambda r: r["summary"]["fold"]):
                     s = r["summary"]
                     print(f"| {name} | {s['fold']} | {s['epochs']} ({s['best_val_epoch']}) | {s['seconds_per_epoch']:.1f} | {s['train_iou']:.3f} | {s['test_iou']:.3f} | {s['test_peak_iou']:.3f} ({s['test_peak_epoch']}) |")
+        # paired, per disc: the same disc scored by the AE and by a baseline (a tighter comparison than two
+        # separate intervals, since hard discs are hard for every model)
+        if base.is_file():
+            b = json.loads(base.read_text())
+            complete = {n: rs for n, rs in runs.items() if len(rs) == K}
+            if complete:
+                print("\n| paired difference (per disc) | discs | mean (95 % t-CI over discs) | 95 % CI, bootstrap over people | discs where the AE is better |\n|---|---|---|---|---|")
+            for name, results in sorted(complete.items()):
+                index = np.concatenate([r["per_disc"]["index"] for r in results])
+                iou = np.concatenate([r["per_disc"]["iou"] for r in results])
+                for other in ("pca4", "pca8", "pca64", "nearest_iou"):
+                    ref = dict(zip(b[other]["index"], b[other]["iou"]))
+                    diff = iou - np.array([ref[i] for i in index])
+                    m, lo, hi = stats.mean_t_ci(diff)
+                    _, blo, bhi = stats.mean_grouped_bootstrap_ci(diff, subjects[index])
+                    print(f"| {name} - {other} | {len(diff)} | {m:+.3f} ({lo:+.3f} to {hi:+.3f}) | {blo:+.3f} to {bhi:+.3f} | {int((diff > 0).sum())} of {len(diff)} |")
+        # AE run against AE run on the discs both scored (e.g. a variant against the paper recipe)
+        names = sorted(runs)
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+        if pairs:
+            print("\n| AE runs, paired on their common discs | discs | mean difference (95 % t-CI) | bootstrap over people | folds |\n|---|---|---|---|---|")
+        for a, b in pairs:
+            per = {n: {i: (v, r["summary"]["fold"]) for r in runs[n] for i, v in zip(r["per_disc"]["index"], r["per_disc"]["iou"])} for n in (a, b)}
+            common = sorted(set(per[a]) & set(per[b]))
+            if len(common) < 3:
+                continue
+            diff = np.array([per[a][i][0] - per[b][i][0] for i in common])
+            m, lo, hi = stats.mean_t_ci(diff)
+            _, blo, bhi = stats.mean_grouped_bootstrap_ci(diff, subjects[common])
+            print(f"| {a} - {b} | {len(common)} | {m:+.3f} ({lo:+.3f} to {hi:+.3f}) | {blo:+.3f} to {bhi:+.3f} | {sorted({per[a][i][1] for i in common})} |")
         # by level (1 = L5/S1): which discs are hard
         levels = data["levels"]
         table = {}
@@ -298,9 +375,11 @@ def main() -> None:
     a.add_argument("--shift", type=int, default=0, help="random roll of up to this many voxels per axis")
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--lr-patience", type=int, default=0)
+    a.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 over --max-epochs (AEConfig.lr_cosine)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--tag", default="paper")
+    a.add_argument("--eval-every", type=int, default=1, help="score the discs every n-th epoch and the last (AEConfig.eval_every)")
     a.set_defaults(func=cmd_ae)
     q = sub.add_parser("probe")
     q.add_argument("--method", default="nearest")
@@ -310,6 +389,11 @@ def main() -> None:
     fm.add_argument("--tag", default="paper")
     fm.add_argument("--bottleneck", type=int, default=4)
     fm.set_defaults(func=cmd_fold_means)
+    v = sub.add_parser("variants")
+    v.add_argument("--fold", type=int, default=0)
+    v.add_argument("--bottleneck", type=int, default=4)
+    v.add_argument("--min-epochs", type=int, default=20, help="leave out runs stopped before this epoch")
+    v.set_defaults(func=cmd_variants)
     r = sub.add_parser("report")
     r.add_argument("--method", default="nearest")
     r.set_defaults(func=cmd_report)

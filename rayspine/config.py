@@ -127,6 +127,8 @@ class AEConfig:
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay instead of Adam
     val_patience: int = 0  # > 0 and validation crops given: stop after this many epochs without a better
     # mean validation IoU and return the weights of the best epoch
+    lr_cosine: bool = False  # cosine decay of the learning rate to 0 over max_epochs (overrides nothing; off: paper)
+    eval_every: int = 1  # score IoU (convergence, held-out, validation) every n-th epoch and the last; 1: every epoch
 
 
 @dataclass(frozen=True)

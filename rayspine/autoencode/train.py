@@ -209,6 +209,10 @@ def train_autoencoder(
         if cfg.lr_patience > 0
         else None
     )
+    # Optional: a fixed cosine decay from learning_rate to 0 over max_epochs (stepped once per epoch).
+    # Unlike the plateau rule it does not wait for the training IoU to stall, which within a budget of
+    # tens of epochs it never does; the small steps at the end settle the weights the run returns.
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, cfg.max_epochs)) if cfg.lr_cosine else None
     loss_of = torch.compile(net.loss) if cfg.compile else net.loss
     amp = device.type == "cuda" and cfg.amp
 
@@ -224,6 +228,8 @@ def train_autoencoder(
             optimiser.load_state_dict(state["optimiser"])
             if scheduler is not None and state.get("scheduler"):
                 scheduler.load_state_dict(state["scheduler"])
+            if cosine is not None and state.get("cosine"):
+                cosine.load_state_dict(state["cosine"])
             history = state["history"]
             epoch = len(history)
             seconds_before = float(history[-1]["seconds"]) if history else 0.0
@@ -232,7 +238,8 @@ def train_autoencoder(
             heldout_iou = state["heldout_iou"].numpy() if state["heldout_iou"] is not None else None
             log.info("bottleneck %d: resumed at epoch %d from %s", bottleneck, epoch, ckpt_path)
     resumed_epoch = epoch
-    started, clock = utc_now(), time.perf_counter()
+    scored_epoch = epoch  # the epoch whose weights train_iou / heldout_iou score
+    started, clock, cpu_clock = utc_now(), time.perf_counter(), time.process_time()
     last_save = clock
 
     budget = 60 * cfg.max_minutes if cfg.max_minutes > 0 else float("inf")
@@ -254,29 +261,40 @@ def train_autoencoder(
             optimiser.step()
             losses.append(float(loss.detach()))
         epoch += 1
-        if cfg.precise_bn:
-            recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
-        train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
-        heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
-        converged = bool(train_iou.mean() > cfg.target_iou)
-        val_iou = evaluate_iou(net, validation, cfg.eval_batch_size, device, channels_last) if validation is not None else None
+        # Scoring every crop in eval mode costs about a third of an epoch's CPU; with eval_every > 1 it
+        # runs on every n-th epoch and the last one only (the last always: its scores are the result).
+        # The weights do not depend on it (eval mode, no randomness), so the trajectory is the same.
+        last = epoch >= cfg.max_epochs or seconds_before + time.perf_counter() - clock >= budget
+        scored = last or epoch % max(1, cfg.eval_every) == 0
         stop_early = False
-        if early_stop:
-            if float(val_iou.mean()) > best["val"]:
-                state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                best.update(val=float(val_iou.mean()), epoch=epoch, state=state, train_iou=train_iou, heldout_iou=heldout_iou)
-            stop_early = epoch - best["epoch"] >= cfg.val_patience
-        if scheduler is not None:
-            scheduler.step(float(train_iou.mean()))
+        if scored:
+            scored_epoch = epoch
+            if cfg.precise_bn:
+                recalibrate_batch_norm(net, crops, cfg.eval_batch_size, device, channels_last)
+            train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
+            heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+            converged = bool(train_iou.mean() > cfg.target_iou)
+            val_iou = evaluate_iou(net, validation, cfg.eval_batch_size, device, channels_last) if validation is not None else None
+            if early_stop:
+                if float(val_iou.mean()) > best["val"]:
+                    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                    best.update(val=float(val_iou.mean()), epoch=epoch, state=state, train_iou=train_iou, heldout_iou=heldout_iou)
+                stop_early = epoch - best["epoch"] >= cfg.val_patience
+            if scheduler is not None:  # its patience counts scored epochs
+                scheduler.step(float(train_iou.mean()))
+        if cosine is not None:
+            cosine.step()
+        nan = float("nan")
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
-            "train_iou": float(train_iou.mean()),
-            "train_iou_min": float(train_iou.min()),
-            "heldout_iou": float(heldout_iou.mean()) if heldout_iou is not None else float("nan"),
-            "val_iou": float(val_iou.mean()) if val_iou is not None else float("nan"),
+            "train_iou": float(train_iou.mean()) if scored else nan,
+            "train_iou_min": float(train_iou.min()) if scored else nan,
+            "heldout_iou": float(heldout_iou.mean()) if scored and heldout_iou is not None else nan,
+            "val_iou": float(val_iou.mean()) if scored and val_iou is not None else nan,
             "seconds": seconds_before + time.perf_counter() - clock,
-            "learning_rate": float(optimiser.param_groups[0]["lr"]),
+            "cpu_seconds": time.process_time() - cpu_clock,  # this process, since this call began
+            "learning_rate": float(optimiser.param_groups[0]["lr"]),  # for the next epoch
             "converged": converged,
         }
         history.append(record)
@@ -286,7 +304,7 @@ def train_autoencoder(
         out_of_time = record["seconds"] >= budget
         done = converged or epoch >= cfg.max_epochs or out_of_time
         if ckpt_path is not None and (done or now - last_save >= cfg.checkpoint_seconds):
-            _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings)
+            _save_checkpoint(ckpt_path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings, cosine)
             last_save = now
         if stop_early:
             log.info("bottleneck %d: no better validation IoU for %d epochs, stopped at %d", bottleneck, cfg.val_patience, epoch)
@@ -298,9 +316,12 @@ def train_autoencoder(
     if not converged and seconds_before + time.perf_counter() - clock >= budget:
         log.info("bottleneck %d: time budget of %.1f min spent at epoch %d", bottleneck, cfg.max_minutes, epoch)
 
-    if len(train_iou) == 0:  # max_epochs == 0: score the untrained network
+    restored_best = early_stop and best["state"] is not None
+    if len(train_iou) == 0 or (scored_epoch != epoch and not restored_best):
+        # max_epochs == 0 (the untrained network), or the time budget ran out after an unscored epoch
         train_iou = evaluate_iou(net, crops, cfg.eval_batch_size, device, channels_last)
         heldout_iou = evaluate_iou(net, heldout, cfg.eval_batch_size, device, channels_last) if heldout is not None else None
+        converged = bool(train_iou.mean() > cfg.target_iou)
     net.eval()
     return TrainResult(
         net=net.cpu().to(memory_format=torch.contiguous_format),
@@ -322,15 +343,18 @@ def train_autoencoder(
 def _training_settings(cfg: AEConfig) -> dict:
     """The settings that change the weights; a checkpoint made with others is not resumed."""
     keep = ("model", "channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn", "lr_patience")
-    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift") if getattr(cfg, k))  # only when set
+    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift", "lr_cosine") if getattr(cfg, k))  # only when set
+    if cfg.lr_cosine:
+        keep += ("max_epochs",)  # the cosine's length: another max_epochs is another learning-rate curve
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}
 
 
-def _save_checkpoint(path: Path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings) -> None:
+def _save_checkpoint(path: Path, net, optimiser, scheduler, history, converged, train_iou, heldout_iou, settings, cosine=None) -> None:
     state = {
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimiser": optimiser.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "cosine": cosine.state_dict() if cosine is not None else {},
         "history": history,
         "converged": converged,
         "train_iou": torch.from_numpy(np.asarray(train_iou, dtype=np.float64)),

@@ -49,3 +49,15 @@ def test_shift_augmentation_moves_crops_by_at_most_n_voxels(phantoms):
         assert after.sum() == before.sum()
         com_b, com_a = np.argwhere(before).mean(0), np.argwhere(after).mean(0)
         assert np.all(np.abs(com_a - com_b) <= 1 + 1e-9)
+
+
+def test_eval_every_scores_fewer_epochs_and_trains_the_same_weights(phantoms):
+    base = dict(max_epochs=4, batch_size=2, target_iou=1.01, checkpoint_seconds=0.0)
+    every = train_autoencoder(phantoms[:4], 3, AEConfig(**base), heldout=phantoms[4:])
+    sparse = train_autoencoder(phantoms[:4], 3, AEConfig(**base, eval_every=3), heldout=phantoms[4:])
+    scored = [h["epoch"] for h in sparse.history if np.isfinite(h["heldout_iou"])]
+    assert scored == [3, 4]  # every 3rd epoch and the last
+    # Scoring does not touch the weights: same losses, same final scores as scoring every epoch.
+    assert [h["loss"] for h in sparse.history] == [h["loss"] for h in every.history]
+    np.testing.assert_array_equal(sparse.train_iou, every.train_iou)
+    np.testing.assert_array_equal(sparse.heldout_iou, every.heldout_iou)
