@@ -12,7 +12,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from rayspine import schema  # noqa: E402
 from rayspine.config import Config  # noqa: E402
 from rayspine.interpret.traversal import measure_decoded  # noqa: E402
-from rayspine.io.outputs import write_scan_parts  # noqa: E402
+from rayspine.io.outputs import write_block_parts  # noqa: E402
 from rayspine.io.store import part_path  # noqa: E402
 from rayspine.measure import geometry  # noqa: E402
 from rayspine.measure.scan import measure_mask  # noqa: E402
@@ -34,7 +34,7 @@ def test_a_new_geometry_column_reaches_every_consumer(monkeypatch, tmp_path):
     measured = measure_mask(Volume(spine_phantom(n_discs=3), (1.0, 1.0, 1.0)), Config())
     assert all(row[NEW] == 0.5 for row in measured.rows)
 
-    part = write_scan_parts(tmp_path, {"scan_id": "s1", "patient_id": "1", "site": "a"}, measured.rows)
+    part = write_block_parts(tmp_path, [{"scan_id": "s1", "patient_id": "1", "site": "a", "disc_rows": measured.rows}], attempt=0)
     discs = pq.read_table(part_path(tmp_path, "discs", part))
     assert discs.column(NEW).to_pylist() == [0.5] * 3 and discs.schema.field(NEW).metadata == {b"unit": b"1"}
 

@@ -167,11 +167,6 @@ def _float_or_none(value) -> float | None:
         return None
 
 
-def write_scan_parts(out: Path, scan: dict, disc_rows: list[dict], latent: np.ndarray | None = None, attempt: int = 0) -> str:
-    """One scan's rows as a block of one (``measure``'s tasks, the scans the index already failed)."""
-    return write_block_parts(out, [{**scan, "disc_rows": disc_rows, "latent": latent}], attempt)
-
-
 def write_block_parts(out: Path, scans: list[dict], attempt: int) -> str:
     """A block of scans' disc rows, then their scan rows, as one part per table; returns the part's name.
 

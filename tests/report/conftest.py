@@ -17,7 +17,7 @@ import pytest
 from rayspine.config import Config
 from rayspine.io.archive import index_archive
 from rayspine.io.gradings import load_narrowing
-from rayspine.io.outputs import claim_output, finish_tables, write_scan_parts
+from rayspine.io.outputs import claim_output, finish_tables, write_block_parts
 from rayspine.io.scans import read_scan
 from rayspine.io.store import write_mask_zarr
 from rayspine.measure.command import measure_block
@@ -38,7 +38,7 @@ def scored_output(archive: Path, out: Path, drop: dict[str, int] | None = None) 
         measured = measure_mask(mask, CFG)
         write_mask_zarr(out / "masks.zarr", row["scan_id"], mask.with_voxels(measured.labels))
         scan = {**row, "path": row["image_path"], "status": measured.status, "message": measured.message}
-        write_scan_parts(out, {**scan, "n_discs": measured_count(measured.rows), "seconds_load": 0.1}, measured.rows)
+        write_block_parts(out, [{**scan, "n_discs": measured_count(measured.rows), "seconds_load": 0.1, "disc_rows": measured.rows}], attempt=0)
     finish_tables(out, 0, {}, load_narrowing(archive / "radiological_gradings.csv"))
     return out
 
