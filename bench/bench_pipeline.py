@@ -70,7 +70,8 @@ def run_loop(archive: Path, out: Path, seg: Path, ae: Path | None, cfg: Config) 
         row = stages.load_scan(row, cfg, card)
         batch = segment({k: _column(v) for k, v in row.items()})
         row = {k: v[0] for k, v in batch.items()}
-        row = stages.measure_and_store(row, str(out), cfg, card, keep_crops=encode is not None)
+        batch = stages.measure_and_store(batch, str(out), cfg, card, attempt=0, keep_crops=encode is not None)
+        row = {k: v[0] for k, v in batch.items()}
         if encode:
             batch = encode({k: _column(v) for k, v in row.items()})
             row = {k: v[0] for k, v in batch.items()}

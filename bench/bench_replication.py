@@ -4,14 +4,14 @@ Runs the product's own commands on the real manual masks (``ribeirao_ivd_masks``
 discs, 0.43 x 0.43 x 4.4 mm), nothing else:
 
     rayspine measure MASKS -o WORK/measured
-    rayspine train-ae WORK/measured -o WORK/sweep --bottleneck 64 8 4 3 [--max-epochs N]
+    rayspine train-ae WORK/measured -o WORK/sweep --bottleneck 64 8 4 3 [--max-epochs N] [--max-minutes M]
     rayspine interpret --ae WORK/sweep/bn4 --features WORK/measured/discs.parquet -o WORK/interpret
 
 then puts each claim of the paper beside our figure with its 95 % interval: ``WORK/replication.md`` and
 ``replication.json``. With the CLI defaults (up to 1000 epochs per size) this is hours on 2 CPU cores;
 ``tests/test_replication.py`` runs it behind ``-m slow``.
 
-    python bench/bench_replication.py [--work /tmp/replication] [--bottleneck 64 8 4 3] [--max-epochs N]
+    python bench/bench_replication.py [--work /tmp/replication] [--bottleneck 64 8 4 3] [--max-epochs N] [--max-minutes M] [--config FILE]
 """
 
 from __future__ import annotations
@@ -37,15 +37,17 @@ def rayspine(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "rayspine.cli", *args], check=True, cwd=ROOT)
 
 
-def run(work: Path, bottlenecks: list[int], max_epochs: int | None) -> dict:
+def run(work: Path, bottlenecks: list[int], max_epochs: int | None, max_minutes: float | None = None, config: Path | None = None) -> dict:
     started = time.perf_counter()
     measured, sweep, interpret = work / "measured", work / "sweep", work / "interpret"
     rayspine("measure", str(MASKS), "-o", str(measured))
-    rayspine("train-ae", str(measured), "-o", str(sweep), "--bottleneck", *map(str, bottlenecks), *(["--max-epochs", str(max_epochs)] if max_epochs else []))
+    rayspine("train-ae", str(measured), "-o", str(sweep), "--bottleneck", *map(str, bottlenecks), *(["--max-epochs", str(max_epochs)] if max_epochs else []),
+             *(["--max-minutes", str(max_minutes)] if max_minutes else []), *(["--config", str(config)] if config else []))
     model = sweep / ("bn4" if 4 in bottlenecks else json.loads((sweep / "default.json").read_text())["model"])
     rayspine("interpret", "--ae", str(model), "--features", str(measured / "discs.parquet"), "-o", str(interpret))
     result = claims(sweep, interpret, int(model.name[2:]))
-    result.update(wall_min=(time.perf_counter() - started) / 60, max_epochs=max_epochs, bottlenecks=bottlenecks)
+    result.update(wall_min=(time.perf_counter() - started) / 60, max_epochs=max_epochs, max_minutes=max_minutes, bottlenecks=bottlenecks,
+                  config=json.loads(Path(config).read_text()) if config else {})
     (work / "replication.json").write_text(json.dumps(result, indent=2, default=float))
     (work / "replication.md").write_text(markdown(result))
     return result
@@ -97,7 +99,9 @@ def markdown(result: dict) -> str:
     for feature, paper in (("ap_width_mm", PAPER["ap_width_mm"]), ("sagittal_angle_deg", PAPER["sagittal_angle_deg"])):
         t = result["tracked"][feature]
         lines.append(f"| one latent tracks {feature} | r = {paper:.2f} | {t['latent']}: r = {t['r']:.2f} {ci(t['ci'])}, rho {t['rho']:.2f}, p_fdr {t['p_fdr']:.2g} | {_as_strong(t, paper)} |")
-    lines.append(f"\nBottleneck interpreted: {result['bottleneck_interpreted']}; epochs at most {result['max_epochs'] or 'the CLI default'}; wall {result['wall_min']:.1f} min.")
+    budget = f"; at most {result['max_minutes']:g} min of training per size" if result.get("max_minutes") else ""
+    budget += f"; config {json.dumps(result['config'])}" if result.get("config") else ""
+    lines.append(f"\nBottleneck interpreted: {result['bottleneck_interpreted']}; epochs at most {result['max_epochs'] or 'the CLI default'}{budget}; wall {result['wall_min']:.1f} min.")
     return "\n".join(lines) + "\n"
 
 
@@ -113,10 +117,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/replication"))
     parser.add_argument("--bottleneck", type=int, nargs="+", default=[64, 8, 4, 3])
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--max-minutes", type=float, default=None, help="training-time budget per bottleneck (default none)")
+    parser.add_argument("--config", type=Path, default=None, help="a rayspine config file for train-ae (default: none, the CLI's defaults)")
     args = parser.parse_args()
     if not MASKS.is_dir():
         sys.exit(f"{MASKS} is absent: the replication needs ../shared/data/ribeirao_ivd_masks")
-    result = run(args.work, args.bottleneck, args.max_epochs)
+    result = run(args.work, args.bottleneck, args.max_epochs, args.max_minutes, args.config)
     print((args.work / "replication.md").read_text())
     print(json.dumps({"wall_min": result["wall_min"]}))
 

@@ -142,7 +142,7 @@ def kill_and_resume(work: Path, n: int, cpus: int) -> dict:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from rayspine.io.store import read_mask_zarr
+    from rayspine.io.store import read_disc_crops, read_mask_zarr
 
     archive = make_archive(work, n)
     reference, killed = work / f"reference-{n}", work / f"killed-{n}"
@@ -178,9 +178,13 @@ def kill_and_resume(work: Path, n: int, cpus: int) -> dict:
     masks_equal = all(np.array_equal(read_mask_zarr(reference / "masks.zarr", s).voxels, read_mask_zarr(killed / "masks.zarr", s).voxels)
                       for s in pd.read_parquet(reference / "scans.parquet").scan_id)
     assert masks_equal
+    discs = pd.read_parquet(reference / "discs.parquet")
+    discs = discs[discs.crop_index >= 0]
+    crops_equal = bool(np.array_equal(read_disc_crops(reference / "crops.zarr", discs), read_disc_crops(killed / "crops.zarr", discs)))
+    assert crops_equal
     files = {out.name: sum(1 for p in out.rglob("*") if p.is_file()) for out in (reference, killed)}
     return {"n": n, "killed_after_rows": rows, "scans": tables["scans"], "discs": tables["discs"], "tables_equal": True,
-            "masks_equal": masks_equal, "files": files}
+            "masks_equal": masks_equal, "crops_equal": crops_equal, "files": files}
 
 
 def main() -> None:

@@ -140,6 +140,7 @@ def train_ae(
     out: Path = typer.Option(..., "-o", "--out", help="Sweep folder: sweep.csv and bn<k>/ models."),
     bottleneck: Optional[List[int]] = typer.Option(None, "--bottleneck", "-b", help="Sizes to sweep (default 64 8 4 3)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch limit per trial (default 1000)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Training-time budget per trial, in minutes (default none): a trial that spends it stops, not converged."),
     heldout: Optional[float] = typer.Option(None, help="Fraction of discs held out to report unseen-disc IoU."),
     model: Optional[str] = typer.Option(None, "--model", help="Registered autoencoder network (default conv; see rayspine/autoencode/networks/)."),
     heldout_folds: int = typer.Option(0, "--heldout-folds", help="Instead of the sweep: K folds by patient, each disc reconstructed by a model that never saw its patient, beside PCA, nearest disc and mean shape."),
@@ -159,7 +160,7 @@ def train_ae(
         raise typer.BadParameter("give at least one folder of crops (an output of `measure` or `run`)")
     cfg = _config(
         config,
-        ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "heldout_fraction": heldout, "model": model},
+        ae={"bottlenecks": tuple(bottleneck) if bottleneck else None, "max_epochs": max_epochs, "max_minutes": max_minutes, "heldout_fraction": heldout, "model": model},
     )
     if heldout_folds:
         from .autoencode.heldout import run_heldout

@@ -83,6 +83,10 @@ class SegConfig:
     # patient for the epochs the folds chose. 0: always one train / val / test split.
     cv_below_patients: int = 20
     cv_folds: int = 5  # at most one per patient
+    # A fold with fewer non-test patients than this keeps none for early stopping: it trains on all of
+    # them for max_epochs (the last averaged weights), as the final fit does. With three labelled
+    # patients a validation patient would leave one to train on (bench/segment.md, session 6).
+    cv_min_val_patients: int = 4
     test_fraction: float = 0.2  # by patient, when no test site is named and there is no cross-validation
     val_fraction: float = 0.2  # of the non-test patients, for early stopping
     samples_per_scan: int = 4  # random patches per scan and epoch, centred on discs 3 times in 4

@@ -128,7 +128,7 @@ def discs_schema(latent_dim: int = 0, metadata: dict[str, str] | None = None) ->
         pa.field("status", pa.string(), nullable=False),
         pa.field("message", pa.string()),
         *_geometry_fields(),
-        pa.field("crop_index", pa.int64()),  # row in crops.zarr, -1 when no crop
+        pa.field("crop_index", pa.int64()),  # the disc's row among its scan's crops (io.store.read_disc_crops), -1: none
         pa.field(LABEL_COLUMN, pa.int8()),  # from the gradings when known, else null
         *[pa.field(c, pa.float32()) for c in latent_columns(latent_dim)],
     ]

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..io.cards import AUTOENCODER, CARD_FILE, ModelFileError, ModelCard, load_network, read_card
-from ..io.store import read_crops_zarr, written_groups
+from ..io.store import read_disc_crops
 
 DEFAULT_FILE = "default.json"  # in a sweep folder: which bn<k>/ is the default model
 
@@ -125,22 +125,16 @@ def load_autoencoder(path: Path, device=None) -> TrainedAutoencoder:
 
 
 def encode_table_crops(model: TrainedAutoencoder, discs: pd.DataFrame, crops_root: Path) -> np.ndarray:
-    """Codes ``(len(discs), k)`` of a discs table's crops (``crops_root/<scan_id>``, row ``crop_index``).
+    """Codes ``(len(discs), k)`` of a discs table's crops (``io.store.read_disc_crops``).
 
     Rows without a crop (``crop_index`` < 0 or null) get NaN codes.
     """
     crops_root = Path(crops_root)
     if "crop_index" not in discs or not crops_root.is_dir():
         raise ValueError(f"the discs table has no crops to encode: no crop_index column or no {crops_root}")
-    available = written_groups(crops_root)
     codes = np.full((len(discs), model.bottleneck), np.nan, dtype=np.float32)
     index = pd.to_numeric(discs["crop_index"], errors="coerce").fillna(-1).astype(int).to_numpy()
     has_crop = np.flatnonzero(index >= 0)
-    scan_ids = discs["scan_id"].to_numpy()[has_crop]
-    for scan_id in pd.unique(scan_ids):
-        if scan_id not in available:
-            raise ValueError(f"{crops_root}: no crops for scan {scan_id!r}")
-        scan_crops, _ = read_crops_zarr(crops_root, scan_id)
-        rows = has_crop[scan_ids == scan_id]
-        codes[rows] = model.encode(scan_crops[index[rows]])
+    if len(has_crop):
+        codes[has_crop] = model.encode(read_disc_crops(crops_root, discs.iloc[has_crop].assign(crop_index=index[has_crop])))
     return codes

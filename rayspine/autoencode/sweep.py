@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..config import Config
 from ..io.cards import CARD_FILE, ModelFileError, data_hash, read_card
-from ..io.store import read_crops_zarr, write_json_atomic, write_text_atomic, written_groups
+from ..io.store import read_crops_group, read_disc_crops, write_json_atomic, write_text_atomic, written_groups
 from ..runtime import cluster_capacity, init_ray
 from ..schema import USABLE_DISC_STATUSES
 from .infer import DEFAULT_FILE
@@ -45,32 +45,36 @@ COLUMNS = [
 # --- data ----------------------------------------------------------------------------------------
 def load_crops(crop_dirs: list[Path]) -> tuple[np.ndarray, pd.DataFrame]:
     """All usable disc crops of some ``measure``/``run`` output folders, as uint8 ``(n, s, s, s)``,
-    with a table (source, scan_id, patient_id, level) giving each row's origin."""
-    arrays, rows = [], []
+    with a table (source, scan_id, patient_id, level) giving each row's origin.
+
+    With the folder's ``discs.parquet``, the crops of its usable discs; without it, every crop stored.
+    Without a patient id each scan counts as its own patient for the held-out split.
+    """
+    arrays, tables = [], []
     for folder in map(Path, crop_dirs):
         root = folder / "crops.zarr"
-        groups = written_groups(root)
+        groups = sorted(written_groups(root))
         if not groups:
             raise FileNotFoundError(f"{folder}: no crops.zarr groups (run `rayspine measure` first)")
-        table = pd.read_parquet(folder / "discs.parquet") if (folder / "discs.parquet").is_file() else None
-        for scan_id in sorted(groups):
-            crops, levels = read_crops_zarr(root, scan_id)
-            if table is not None:
-                wanted = table[(table["scan_id"] == scan_id) & table["status"].isin(USABLE_DISC_STATUSES)]
-                wanted = wanted[wanted["crop_index"].notna() & (wanted["crop_index"] >= 0)]
-                index = wanted["crop_index"].astype(int).to_numpy()
-                index = index[index < len(crops)]
-                patient = wanted["patient_id"].iloc[0] if "patient_id" in wanted and len(wanted) else None
-            else:
-                index, patient = np.arange(len(crops)), None
-            # Without a patient id each scan counts as its own patient for the held-out split.
-            patient = str(patient) if patient is not None and pd.notna(patient) else scan_id
-            for i in index:
-                arrays.append(np.asarray(crops[i], dtype=np.uint8))
-                rows.append({"source": str(folder), "scan_id": scan_id, "patient_id": patient, "level": int(levels[i])})
-    if not arrays:
+        if (folder / "discs.parquet").is_file():
+            table = pd.read_parquet(folder / "discs.parquet")
+            wanted = table[table["status"].isin(USABLE_DISC_STATUSES) & table["crop_index"].notna() & (table["crop_index"] >= 0)]
+            wanted = wanted.sort_values(["scan_id", "crop_index"], kind="stable")
+            if not len(wanted):
+                continue
+            arrays.append(read_disc_crops(root, wanted))
+            patients = wanted["patient_id"] if "patient_id" in wanted else pd.Series(None, index=wanted.index)
+            patients = [str(p) if p is not None and pd.notna(p) else s for p, s in zip(patients, wanted["scan_id"])]
+            tables.append(pd.DataFrame({"source": str(folder), "scan_id": wanted["scan_id"].to_numpy(), "patient_id": patients,
+                                        "level": wanted["level"].astype(int).to_numpy()}))
+        else:
+            for key in groups:
+                crops, levels, scan_ids = read_crops_group(root, key)
+                arrays.append(np.asarray(crops, dtype=np.uint8))
+                tables.append(pd.DataFrame({"source": str(folder), "scan_id": scan_ids, "patient_id": scan_ids, "level": [int(v) for v in levels]}))
+    if not tables or not sum(len(t) for t in tables):
         raise ValueError(f"no usable disc crops in {[str(d) for d in crop_dirs]}")
-    return np.stack(arrays), pd.DataFrame(rows)
+    return np.concatenate(arrays), pd.concat(tables, ignore_index=True)
 
 
 def split_heldout(meta: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:

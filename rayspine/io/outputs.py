@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 from ..config import DiscConfig
 from ..schema import LABEL_COLUMN, SCANS_SCHEMA, ScanStatus, discs_schema, latent_columns
 from .gradings import join_narrowing
-from .store import completed_parts, consolidate_parts, part_path, read_parts, write_json_atomic, write_parquet_atomic
+from .store import completed_parts, consolidate_parts, drop_unreferenced_crops, part_path, read_parts, write_crops_zarr, write_json_atomic, write_parquet_atomic
 
 # What each command writes; --overwrite removes these and nothing else.
 OUTPUTS = {
@@ -188,11 +188,33 @@ def write_block_parts(out: Path, scans: list[dict], attempt: int) -> str:
         if discs is not None and discs.num_rows:
             disc_tables.append(discs.append_column("part_key", pa.array([key] * discs.num_rows, pa.string())).append_column(
                 "attempt", pa.array([attempt] * discs.num_rows, pa.int64())))
-    keys = "\n".join(r["part_key"] for r in scan_rows)
-    name = f"{attempt}-{hashlib.sha1(keys.encode()).hexdigest()[:16]}"
+    name = block_name([r["part_key"] for r in scan_rows], attempt)
     discs = pa.concat_tables(disc_tables, promote_options="default") if disc_tables else _part_schema(discs_schema(0)).empty_table()
     write_parquet_atomic(discs, part_path(out, "discs", name))
     write_parquet_atomic(pa.Table.from_pylist(scan_rows, schema=_part_schema(SCANS_SCHEMA)), part_path(out, "scans", name))
+    return name
+
+
+def block_name(keys: list[str], attempt: int) -> str:
+    """The name of what one block writes (its parts, its crops): the attempt and a hash of its scans'
+    keys, so a write that Ray retries replaces its own files and two blocks never share a name."""
+    return f"{attempt}-{hashlib.sha1(chr(10).join(keys).encode()).hexdigest()[:16]}"
+
+
+def write_block_crops(out: Path, scans: list[dict], attempt: int) -> str | None:
+    """The disc crops of a block of scans as one group, ``crops.zarr/<block_name>``; returns its name.
+
+    Each scan dict holds its ``crops`` (``(n, s, s, s)``) and their ``levels``; its disc rows keep their
+    ``crop_index`` (the row among the scan's own crops), so the tables are the same however the scans
+    were cut into blocks. A store of hundreds of scans is then a few files per block, not three per scan.
+    """
+    with_crops = [scan for scan in scans if len(scan.get("crops", ()))]
+    if not with_crops:
+        return None
+    name = block_name([part_key(scan) for scan in with_crops], attempt)
+    ids = [str(scan["scan_id"]) for scan in with_crops for _ in range(len(scan["crops"]))]
+    levels = [int(level) for scan in with_crops for level in scan["levels"]]
+    write_crops_zarr(Path(out) / "crops.zarr", name, np.concatenate([scan["crops"] for scan in with_crops]), levels, ids)
     return name
 
 
@@ -233,6 +255,7 @@ def finish_tables(
         disc_rows = disc_rows.filter(pc.is_in(pc.binary_join_element_wise(key, disc_rows["part_file"], "\x1f"), value_set=winners))
     discs = consolidate_parts(out, "discs", disc_rows, schema).to_pandas()
     compact_parts(out, scan_rows, disc_rows)
+    drop_unreferenced_crops(out / "crops.zarr", set(scans["scan_id"]))
     if labels is not None:
         discs[LABEL_COLUMN] = join_narrowing(discs, labels, min_level_confidence)
         table = pa.Table.from_pandas(discs, schema=schema.remove_metadata(), preserve_index=False).replace_schema_metadata(schema.metadata)

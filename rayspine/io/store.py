@@ -4,8 +4,11 @@ Layout of an output folder:
 - ``masks.zarr``: a Zarr v3 hierarchy, its root group listing the scans (``rayspine.scans``); each
   ``masks.zarr/<scan_id>`` an OME-Zarr 0.5 label image (one writer each, one shard: three files), with
   the scan's spacing, origin and direction kept losslessly in the group attributes under ``rayspine``;
-- ``crops.zarr``: the same kind of hierarchy; ``crops.zarr/<scan_id>/crops`` a ``(n_discs, 64, 64, 64)``
-  uint8 array, attribute ``levels`` giving each row's disc level; a disc row's ``crop_index`` is its row;
+- ``crops.zarr``: the same kind of hierarchy, one group per block of scans (``<attempt>-<hash>``, three
+  files for hundreds of discs): ``crops.zarr/<key>/crops`` a ``(n_discs, 64, 64, 64)`` uint8 array, its
+  attributes ``levels`` and ``scan_ids`` giving each row's disc, a scan's crops in consecutive rows;
+  a disc row's ``crop_index`` is its row among its scan's crops (``crop_locations`` finds the scan's
+  group and first row; 0.1 and 0.2 wrote a group per scan, named by the scan id);
 - ``parts/<table>/<name>.parquet``: the rows of one block of scans (0.1: of one scan), written when
   the block is done, so a re-run knows what is complete; ``io.outputs`` picks one row per scan when it
   consolidates them into ``<table>.parquet``, so that file never holds a row twice.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -67,12 +71,14 @@ def _publish(tmp: Path, final: Path) -> None:
 
 # --- Zarr v3 hierarchies -------------------------------------------------------------------------
 # masks.zarr and crops.zarr are each one Zarr v3 hierarchy: a root group (``zarr.json``) whose attributes
-# list its scans under ``rayspine.scans``, one subgroup per scan. Every array is one shard (one writer per
-# array, written once), so a scan is three files: its group's zarr.json, the array's zarr.json, one shard.
-# Output folders of 0.1 have no root group; their scan groups read the same.
+# list its members under ``rayspine.scans`` (masks: one per scan; crops: one per block of scans). Every
+# array is one shard (one writer per array, written once), so a member is three files: its group's
+# zarr.json, the array's zarr.json, one shard. Output folders of 0.1 have no root group; their groups
+# read the same.
 ROOT_KINDS = {"masks.zarr": "masks", "crops.zarr": "crops"}
 MASK_ARRAY = "0"
 CROPS_ARRAY = "crops"
+BLOCK_KEY = re.compile(r"\d+-[0-9a-f]{16}")  # a block's name (``io.outputs.block_name``): attempt, then a hash
 
 
 def _root_metadata(kind: str, scans: list[str]) -> dict:
@@ -180,10 +186,11 @@ def written_groups(root: str | Path) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
-def write_crops_zarr(root: str | Path, scan_id: str, crops: np.ndarray, levels: list[int]) -> Path:
-    """One scan's disc crops, ``(n, s, s, s)`` uint8, row i holding the disc at ``levels[i]``."""
+def write_crops_zarr(root: str | Path, key: str, crops: np.ndarray, levels: list[int], scan_ids: list[str] | None = None) -> Path:
+    """Disc crops as the group ``root/key``: ``(n, s, s, s)`` uint8, row i the disc at ``levels[i]`` of
+    scan ``scan_ids[i]`` (None: every row is of the scan named ``key``, the layout of 0.1 and 0.2)."""
     root = ensure_root_group(root)
-    final = root / scan_id
+    final = root / key
     tmp = _atomic_dir(final)
     group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
     crops = np.ascontiguousarray(crops, dtype=np.uint8)
@@ -194,13 +201,84 @@ def write_crops_zarr(root: str | Path, scan_id: str, crops: np.ndarray, levels: 
     else:
         group.create_array(CROPS_ARRAY, shape=crops.shape, dtype=np.uint8)
     group.attrs["levels"] = [int(v) for v in levels]
+    if scan_ids is not None:
+        group.attrs["scan_ids"] = [str(s) for s in scan_ids]
     _publish(tmp, final)
     return final
 
 
-def read_crops_zarr(root: str | Path, scan_id: str) -> tuple[np.ndarray, list[int]]:
-    group = zarr.open_group(store=str(Path(root) / scan_id), mode="r")
-    return np.asarray(group[CROPS_ARRAY][...]), list(group.attrs["levels"])
+def read_crops_zarr(root: str | Path, key: str) -> tuple[np.ndarray, list[int]]:
+    """The crops of group ``key`` and each row's level."""
+    crops, levels, _ = read_crops_group(root, key)
+    return crops, levels
+
+
+def read_crops_group(root: str | Path, key: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """The crops of group ``key``, each row's level and each row's scan id."""
+    group = zarr.open_group(store=str(Path(root) / key), mode="r")
+    levels = list(group.attrs["levels"])
+    return np.asarray(group[CROPS_ARRAY][...]), levels, list(group.attrs.get("scan_ids", [key] * len(levels)))
+
+
+def crop_locations(root: str | Path) -> dict[str, tuple[str, int]]:
+    """Where each scan's crops are: scan id -> (group, its first row in the group's array).
+
+    A scan measured again (a resumed or retried run) is in the group of the latest attempt, the one its
+    table rows come from; the per-scan groups of 0.1 and 0.2 (named by the scan) count as the oldest.
+    """
+    found: dict[str, tuple[int, str, int]] = {}
+    for name in sorted(written_groups(root)):
+        attrs = zarr.open_group(store=str(Path(root) / name), mode="r").attrs
+        attempt = int(name.split("-")[0]) if BLOCK_KEY.fullmatch(name) else -1
+        for row, scan_id in enumerate(attrs.get("scan_ids", [name] * len(attrs.get("levels", [])))):
+            if scan_id not in found or attempt > found[scan_id][0]:
+                found[scan_id] = (attempt, name, row)
+    return {scan_id: (name, row) for scan_id, (_, name, row) in found.items()}
+
+
+def read_disc_crops(root: str | Path, discs, locations: dict[str, tuple[str, int]] | None = None) -> np.ndarray:
+    """The crop of each row of a discs table (``crop_index >= 0`` on every row), ``(len(discs), s, s, s)``.
+
+    ``crop_index`` is the disc's row among its scan's crops, wherever the store keeps them
+    (``crop_locations``, computed here unless given), so the tables do not depend on how a run's
+    scans were cut into blocks.
+    """
+    root = Path(root)
+    locations = crop_locations(root) if locations is None else locations
+    scan_ids = discs["scan_id"].astype(str).to_numpy()
+    index = discs["crop_index"].astype(int).to_numpy()
+    missing = sorted(set(scan_ids) - set(locations))
+    if missing:
+        raise ValueError(f"{root}: no crops for scan {missing[0]!r}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    groups = np.asarray([locations[s][0] for s in scan_ids], dtype=object)
+    rows = np.asarray([locations[s][1] for s in scan_ids]) + index
+    crops = None
+    for name in dict.fromkeys(groups):  # each group read once
+        stored, _, owners = read_crops_group(root, name)
+        mine = np.flatnonzero(groups == name)
+        bad = [i for i in mine if index[i] < 0 or rows[i] >= len(owners) or owners[rows[i]] != scan_ids[i]]
+        if bad:
+            raise ValueError(f"{root / name}: scan {scan_ids[bad[0]]!r} has no crop {index[bad[0]]}")
+        if crops is None:
+            crops = np.zeros((len(discs), *stored.shape[1:]), np.uint8)
+        crops[mine] = stored[rows[mine]]
+    return crops if crops is not None else np.zeros((0, 0, 0, 0), np.uint8)
+
+
+def drop_unreferenced_crops(root: str | Path, scans: set[str]) -> list[str]:
+    """Remove the block groups (``<attempt>-<hash>``) that hold the crops of none of ``scans`` (the
+    scans of the finished tables) by ``crop_locations``; returns their names.
+
+    A killed run can have written a block's crops but not its rows, and the resumed run measures those
+    scans again into a block of its own: the first copy is left behind, superseded. Groups named by a
+    scan id (0.1, 0.2) are never removed here.
+    """
+    root = Path(root)
+    used = {name for scan_id, (name, _) in crop_locations(root).items() if scan_id in scans}
+    stale = sorted(name for name in written_groups(root) if BLOCK_KEY.fullmatch(name) and name not in used)
+    for name in stale:
+        shutil.rmtree(root / name, ignore_errors=True)
+    return stale
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path) -> Path:

@@ -1,7 +1,7 @@
 """``rayspine measure``: disc instances, crops and geometry from existing masks (e.g. ground truth).
 
-One Ray task per block of masks: read, ``measure_mask``, write the crops (``crops.zarr/<key>``) and
-then the block's table parts (``io.outputs``, the same parts and tables as ``run``). An exception
+One Ray task per block of masks: read, ``measure_mask``, write the block's crops as one group
+(``crops.zarr/<attempt>-<hash>``) and then the block's table parts (``io.outputs``, the same parts and tables as ``run``). An exception
 while measuring one mask is that scan's ``error`` row, not the end of the run. An interrupted run
 redoes only the unfinished scans (failed ones too with ``retry_failed``); the tables are consolidated
 and the narrowing grades joined at the end.
@@ -21,9 +21,9 @@ from ..errors import inject_fault
 from ..io.archive import archive_layout, describe_index, index_archive
 from ..io.gradings import load_narrowing
 from ..io.labels import SCHEMES
-from ..io.outputs import claim_output, done_keys, failure, finish_tables, new_attempt, part_key, write_block_parts
+from ..io.outputs import claim_output, done_keys, failure, finish_tables, new_attempt, part_key, write_block_crops, write_block_parts
 from ..io.scans import ScanError, read_scan
-from ..io.store import refresh_root_group, write_crops_zarr
+from ..io.store import refresh_root_group
 from ..schema import ScanStatus
 from .instances import looks_binary
 from .scan import measure_mask, measured_count
@@ -31,8 +31,9 @@ from .scan import measure_mask, measured_count
 log = logging.getLogger(__name__)
 
 
-def measure_scan(scan: dict, out: str | Path, cfg: Config, scheme: str | None = None, fail_at: dict | None = None) -> dict:
-    """Read one mask file, measure it, write its crops; returns its table values (``io.outputs``).
+def measure_scan(scan: dict, cfg: Config, scheme: str | None = None, fail_at: dict | None = None) -> dict:
+    """Read one mask file and measure it; returns its table values (``io.outputs``) and its ``crops``
+    and their ``levels``, which ``measure_block`` writes with those of the rest of the block.
 
     Bad input (labels that do not fit ``scheme`` included) becomes the scan's status; any other
     exception its ``error`` row with the stage. ``fail_at`` ({stage: scan_id}) raises on purpose, for
@@ -51,8 +52,6 @@ def measure_scan(scan: dict, out: str | Path, cfg: Config, scheme: str | None = 
         measured = measure_mask(volume, cfg, binary=binary, scheme=scheme)
         stage = "store"
         inject_fault(fail_at, stage, scan["scan_id"])
-        if len(measured.crops):
-            write_crops_zarr(Path(out) / "crops.zarr", part_key(scan), measured.crops, measured.levels)
     except ScanError as err:
         return {**scan, "status": err.status, "message": err.reason, "seconds_load": time.perf_counter() - started}
     except Exception as err:  # noqa: BLE001 - one mask's failure is its row, not the run's end
@@ -63,6 +62,8 @@ def measure_scan(scan: dict, out: str | Path, cfg: Config, scheme: str | None = 
         "message": measured.message,
         "n_discs": measured_count(measured.rows),
         "disc_rows": measured.rows,
+        "crops": measured.crops,
+        "levels": measured.levels,
         "seconds_load": loaded - started,
         "seconds_measure": time.perf_counter() - loaded,
     }
@@ -70,7 +71,11 @@ def measure_scan(scan: dict, out: str | Path, cfg: Config, scheme: str | None = 
 
 def measure_block(scans: list[dict], out: str, cfg: Config, attempt: int, scheme: str | None = None, fail_at: dict | None = None) -> list[tuple[str, str]]:
     """A Ray task's work: measure a block of masks, write their rows as one part; returns (scan_id, status)s."""
-    rows = [measure_scan(scan, out, cfg, scheme, fail_at) for scan in scans]
+    rows = [measure_scan(scan, cfg, scheme, fail_at) for scan in scans]
+    try:
+        write_block_crops(Path(out), rows, attempt)
+    except Exception as err:  # noqa: BLE001 - the scans whose crops were lost are error rows, the rest stand
+        rows = [{**row, **failure("store", err), "disc_rows": [], "n_discs": 0} if len(row.get("crops", ())) else row for row in rows]
     write_block_parts(Path(out), rows, attempt)
     return [(row["scan_id"], row["status"]) for row in rows]
 

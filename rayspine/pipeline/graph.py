@@ -2,7 +2,7 @@
 
     index (Parquet, blocks of scans) -> load + prepare the network input (CPU task)
           -> segment (model actor pool, the network only)
-          -> mask back on the scan's grid, measure, write mask/crops (CPU task)
+          -> mask back on the scan's grid, measure, write masks and the block's crops (CPU task)
           -> encode (model actor pool, optional) -> the table rows, one part per block (a Datasink)
 
 The driver holds neither the scans nor a block per scan: the scans still to do are written once as
@@ -81,7 +81,7 @@ def run_pipeline(
         folder = write_index(out, todo, block_scans=scans_per_block(len(todo), cfg.pipeline.block_scans))
         total = len(todo)
         del todo
-        dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, fail_at)
+        dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, attempt, fail_at)
         with watch_parts(out, attempt, total):
             # Without an encoder the write asks for what the measure task asks for, so Ray fuses the two
             # (with Ray's default whole CPU it waited until every load and measure task had finished: no
@@ -106,7 +106,7 @@ def run_pipeline(
     return summary
 
 
-def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, segment_stage, fail_at: dict | None = None):
+def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg: Config, segment_stage, attempt: int, fail_at: dict | None = None):
     """The Ray Data graph over the scans in the ``index`` folder (nothing runs until it is written)."""
     import ray
 
@@ -121,16 +121,21 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
     # one scan. Ray 2.60's DataSource V2 reader bundles small files up to 128 MB into one block (here: the
     # whole archive in one task), so the index is read by the V1 reader, which keeps a block per file.
     context.use_datasource_v2 = False
-    # Reading an index file costs next to nothing: a quarter CPU, not Ray's default whole one, which beside
-    # the two actor pools of an encoding run on 2 CPUs could never be scheduled (the graph hung).
-    dataset = ray.data.read_parquet(str(index), override_num_blocks=len(list(index.glob("*.parquet"))), num_cpus=0.25)
+    # Reading an index file costs next to nothing, so it asks for no CPU, two at a time. Ray's default
+    # whole CPU, beside the two actor pools of an encoding run on 2 CPUs, could never be scheduled (the
+    # graph hung). Any CPU here is reserved first (Ray Data reserves for operators upstream first): with a
+    # quarter CPU the measure+write step got none on 2 CPUs, and the first rows of 10,000 scans came out
+    # after 34-64 s. No CPU and no cap started a worker per index file at once (34 s); two at a time,
+    # 14 s, as for 500 scans (bench/scale.md).
+    dataset = ray.data.read_parquet(str(index), override_num_blocks=len(list(index.glob("*.parquet"))), num_cpus=0, concurrency=2)
     # CPU tasks scale with the cluster, bounded by the memory one holds (a scan and its network input),
     # not by the number of model actors. Half a CPU each also keeps Ray from fusing them into the actors.
     cpu_tasks = ray.data.TaskPoolStrategy(size=None)
     dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card, "fail_at": fail_at}, compute=cpu_tasks, **cpu_task_args(cfg))
     dataset = _model_pool(dataset, _with_faults(segment_stage, fail_at), seg_dir, seg_plan, cfg.pipeline.batch_size)
-    measure_kwargs = {"out": str(out), "cfg": cfg, "seg_card": seg_card, "keep_crops": ae_plan is not None, "fail_at": fail_at}
-    dataset = dataset.map(stages.measure_and_store, fn_kwargs=measure_kwargs, compute=cpu_tasks, **cpu_task_args(cfg))
+    measure_kwargs = {"out": str(out), "cfg": cfg, "seg_card": seg_card, "attempt": attempt, "keep_crops": ae_plan is not None, "fail_at": fail_at}
+    # A whole block per call (batch_size None): its crops are written as one Zarr group, not one per scan.
+    dataset = dataset.map_batches(stages.measure_and_store, fn_kwargs=measure_kwargs, batch_size=None, batch_format="numpy", compute=cpu_tasks, **cpu_task_args(cfg))
     if ae_plan is not None:
         dataset = _model_pool(dataset, _with_faults(stages.EncodeDiscs, fail_at), ae_dir, ae_plan, cfg.pipeline.batch_size)
     return dataset

@@ -22,9 +22,9 @@ import numpy as np
 from ..config import Config
 from ..errors import inject_fault
 from ..io.cards import ModelCard
-from ..io.outputs import failure, write_block_parts
+from ..io.outputs import failure, write_block_crops, write_block_parts
 from ..io.scans import ScanError, read_scan
-from ..io.store import write_crops_zarr, write_mask_zarr
+from ..io.store import write_mask_zarr
 from ..schema import ScanStatus
 from ..volume import Volume
 
@@ -111,39 +111,59 @@ class SegmentScans:
         return batch
 
 
-def measure_and_store(row: dict, out: str, cfg: Config, seg_card: ModelCard, keep_crops: bool = False, fail_at: dict | None = None) -> dict:
-    """CPU: the mask on the scan's grid, disc instances and levels, the label mask and crops to Zarr, geometry rows.
+def measure_and_store(batch: dict[str, np.ndarray], out: str, cfg: Config, seg_card: ModelCard, attempt: int, keep_crops: bool = False,
+                      fail_at: dict | None = None) -> dict[str, np.ndarray]:
+    """CPU, a block of scans: each one's mask on its own grid, disc instances and levels, the label mask
+    to Zarr and its geometry rows; then the block's crops as one Zarr group (``io.outputs.write_block_crops``).
 
-    The crops travel on only to an encoder (``keep_crops``); otherwise the row leaves with its table
+    The crops travel on only to an encoder (``keep_crops``); otherwise the rows leave with their table
     values alone, small enough that a block of hundreds of scans is one write.
     """
     from ..measure.scan import measure_mask, measured_count
     from ..segment.infer import mask_from_logits
 
+    status, message, stage, kind = (list(batch[k]) for k in ("status", "message", "error_stage", "error_type"))
+    scans, seconds = [], []
+    for i, scan_id in enumerate(batch["scan_id"]):
+        started = time.perf_counter()
+        scan = {"scan_id": scan_id, "disc_rows": [], "crops": EMPTY_CROPS, "levels": []}
+        step = "mask"
+        if status[i] == ScanStatus.OK:
+            try:
+                inject_fault(fail_at, "mask", scan_id)
+                grid = json.loads(batch["grid"][i])
+                scan_grid = _volume(np.zeros(grid["shape"], np.uint8), batch["grid"][i])
+                mask = mask_from_logits(seg_card, _volume(batch["logits"][i], batch["net_grid"][i]), scan_grid)
+                step = "measure"
+                inject_fault(fail_at, "measure", scan_id)
+                measured = measure_mask(mask, cfg, binary=True)
+                step = "store"
+                inject_fault(fail_at, "store", scan_id)
+                write_mask_zarr(Path(out) / "masks.zarr", scan_id, mask.with_voxels(measured.labels))
+                status[i], message[i] = measured.status, measured.message
+                scan.update(disc_rows=measured.rows, crops=measured.crops, levels=measured.levels)
+            except Exception as err:  # noqa: BLE001 - one scan's failure is its row, not the block's end
+                failed = failure(step, err)
+                status[i], message[i], stage[i], kind[i] = failed["status"], failed["message"], failed["error_stage"], failed["error_type"]
+        scans.append(scan)
+        seconds.append(time.perf_counter() - started)
     started = time.perf_counter()
-    out = Path(out)
-    logits = row.pop("logits", None)
-    row.update(crops=EMPTY_CROPS, disc_rows="[]", n_discs=0)
-    stage = "mask"
-    if row["status"] == ScanStatus.OK:
-        try:
-            inject_fault(fail_at, "mask", row["scan_id"])
-            grid = json.loads(row["grid"])
-            scan_grid = _volume(np.zeros(grid["shape"], np.uint8), row["grid"])
-            mask = mask_from_logits(seg_card, _volume(logits, row["net_grid"]), scan_grid)
-            stage = "measure"
-            inject_fault(fail_at, "measure", row["scan_id"])
-            measured = measure_mask(mask, cfg, binary=True)
-            stage = "store"
-            inject_fault(fail_at, "store", row["scan_id"])
-            write_mask_zarr(out / "masks.zarr", row["scan_id"], mask.with_voxels(measured.labels))
-            write_crops_zarr(out / "crops.zarr", row["scan_id"], measured.crops, measured.levels)
-            row.update(status=measured.status, message=measured.message, crops=measured.crops if keep_crops else EMPTY_CROPS)
-            row.update(disc_rows=json.dumps(measured.rows, default=float), n_discs=measured_count(measured.rows))
-        except Exception as err:  # noqa: BLE001 - one scan's failure is its row, not the run's end
-            row.update(**failure(stage, err), crops=EMPTY_CROPS, disc_rows="[]", n_discs=0)
-    row["seconds_measure"] = time.perf_counter() - started
-    return row
+    try:
+        write_block_crops(Path(out), scans, attempt)
+    except Exception as err:  # noqa: BLE001 - the scans whose crops were lost are error rows, the rest stand
+        failed = failure("store", err)
+        for i, scan in enumerate(scans):
+            if len(scan["crops"]):
+                status[i], message[i], stage[i], kind[i] = failed["status"], failed["message"], failed["error_stage"], failed["error_type"]
+                scan.update(disc_rows=[], crops=EMPTY_CROPS)
+    share = (time.perf_counter() - started) / max(1, len(scans))  # the block's write, shared by its scans
+    batch = {k: v for k, v in batch.items() if k != "logits"}
+    batch.update(crops=_ragged([scan["crops"] if keep_crops else EMPTY_CROPS for scan in scans]),
+                 disc_rows=_texts([json.dumps(scan["disc_rows"], default=float) for scan in scans]),
+                 n_discs=np.asarray([measured_count(scan["disc_rows"]) for scan in scans], dtype=np.int64),
+                 seconds_measure=np.asarray(seconds) + share)
+    batch.update(status=_texts(status), message=_texts(message), error_stage=_texts(stage), error_type=_texts(kind))
+    return batch
 
 
 class EncodeDiscs:

@@ -104,8 +104,9 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     """Train on an archive with masks (Ray Train) and score the model on people it never saw.
 
     Small labelled sets (``choose_protocol``) are cross-validated by patient: each fold trains with an
-    inner validation patient for early stopping and is tested on its held-out patients, so every
-    labelled scan gets an out-of-fold score; the model shipped is then trained on every patient for the
+    inner validation patient for early stopping (none when it has fewer than ``cv_min_val_patients``
+    patients: it trains for ``max_epochs``) and is tested on its held-out patients, so every labelled
+    scan gets an out-of-fold score; the model shipped is then trained on every patient for the
     median of the folds' best epochs (one network, as cheap to run as any; an ensemble would cost k
     forward passes per scan). Otherwise one split: the held-out ``test_site`` or ``test_fraction`` of
     the patients. Writes ``out/model.safetensors``, ``out/model.json`` and ``out/metrics.json`` (both
@@ -132,7 +133,7 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     protocol = choose_protocol(usable, cfg, test_site)
     by_id = usable.set_index("scan_id", drop=False)
     if protocol == "cross-validation":
-        splits = patient_folds(usable, cfg.seg.cv_folds, cfg.seg.val_fraction, cfg.seg.seed)
+        splits = patient_folds(usable, cfg.seg.cv_folds, cfg.seg.val_fraction, cfg.seg.seed, cfg.seg.cv_min_val_patients)
     else:
         splits = [split_patients(usable, cfg.seg.test_fraction, cfg.seg.val_fraction, test_site, cfg.seg.seed)]
     # Each training scan is prepared once, whichever folds it trains or validates in (test scans are read as they are).
@@ -198,8 +199,10 @@ def _test(segmenter: Segmenter, rows, cfg: Config) -> list[dict]:
 
 def _metrics(name: str, protocol: str, folds: list[dict], shipped: dict, per_scan: list[dict], splits, test_site, cfg: Config, seconds: float) -> dict:
     if protocol == "cross-validation":
+        stopping = ("early stopping on an inner validation patient" if all(f["n_val"] for f in folds) else
+                    f"folds of fewer than {cfg.seg.cv_min_val_patients} training patients kept none for early stopping and trained {cfg.seg.max_epochs} epochs")
         said = (f"{len(folds)}-fold cross-validation by patient: every scan scored once, by the fold that never saw its "
-                "patient (early stopping on an inner validation patient); the shipped model is a final fit on all "
+                f"patient ({stopping}); the shipped model is a final fit on all "
                 f"patients for {shipped['epochs']} epochs and has no test figure of its own")
     elif test_site is not None:
         said = f"hold-out site {test_site!r}: the shipped model, tested on every patient of that site"
@@ -217,6 +220,8 @@ def _metrics(name: str, protocol: str, folds: list[dict], shipped: dict, per_sca
         "test_iou": mean_bootstrap_ci([r["iou"] for r in per_scan], cfg.seg.seed),
         "test_dice": mean_bootstrap_ci([r["dice"] for r in per_scan], cfg.seg.seed),
         "test_dice_discs": mean_bootstrap_ci([r["dice_discs"] for r in per_scan], cfg.seg.seed),
+        # the levels `measure` gives the network's masks, against the manual numbering (scans that have one)
+        "test_levels": {k: sum(r.get(k, 0) for r in per_scan) for k in ("discs_labelled", "discs_found", "levels_correct")},
         "per_scan": per_scan,
         "folds": [{k: v for k, v in f.items() if k != "history"} for f in folds] if protocol == "cross-validation" else [],
         "shipped": shipped,

@@ -76,12 +76,13 @@ def split_patients(
     return out
 
 
-def patient_folds(index: pd.DataFrame, folds: int, val_fraction: float, seed: int = 0) -> list[dict[str, list[str]]]:
+def patient_folds(index: pd.DataFrame, folds: int, val_fraction: float, seed: int = 0, min_val_patients: int = 0) -> list[dict[str, list[str]]]:
     """``folds`` cross-validation splits by patient: each a ``train`` / ``val`` / ``test`` dict of scan ids.
 
     Every patient is tested in exactly one fold (folds differ in size by at most one patient), and
     within a fold ``val_fraction`` of the other patients (at least one) is kept for early stopping,
-    as nnU-Net's 5-fold protocol does for small labelled sets. Needs three patients or more.
+    as nnU-Net's 5-fold protocol does for small labelled sets, unless the fold has fewer than
+    ``min_val_patients`` of them: then all train and ``val`` is empty. Needs three patients or more.
     """
     patients = np.array(sorted(index["patient_id"].astype(str).unique()))
     folds = min(int(folds), len(patients))
@@ -93,7 +94,7 @@ def patient_folds(index: pd.DataFrame, folds: int, val_fraction: float, seed: in
     for fold in range(folds):
         test = set(shuffled[fold::folds])
         rest = np.array([p for p in shuffled if p not in test])
-        n_val = max(1, int(round(val_fraction * len(rest))))
+        n_val = max(1, int(round(val_fraction * len(rest)))) if len(rest) >= min_val_patients else 0
         val = set(rng.permutation(rest)[:n_val])
         part = {p: "test" if p in test else "val" if p in val else "train" for p in patients}
         split: dict[str, list[str]] = {"train": [], "val": [], "test": []}

@@ -115,8 +115,14 @@ def evaluate(segmenter: Segmenter, pairs, disc_cfg: DiscConfig = DiscConfig()) -
     """Per-scan IoU and Dice on each scan's own grid: ``pairs`` yields ``(scan_id, image, mask)``.
 
     ``iou``/``dice`` score the network's mask; ``dice_discs`` scores what measurement keeps of it, the
-    disc instances (``measure.instances.kept_foreground``: pieces too small to be a disc dropped).
+    disc instances (``measure.instances.kept_foreground``: pieces too small to be a disc dropped). When
+    the manual mask numbers its discs (SPIDER labels), the levels that ``measure`` gives the network's
+    mask are checked against them (``level_agreement``), with the scan's status (``level_uncertain``).
     """
+    from dataclasses import replace
+
+    from ..measure.scan import measure_mask
+
     rows = []
     for scan_id, image, mask in pairs:
         start = time.perf_counter()
@@ -124,5 +130,27 @@ def evaluate(segmenter: Segmenter, pairs, disc_cfg: DiscConfig = DiscConfig()) -
         truth = disc_foreground(mask.voxels)
         iou, dice = iou_dice(pred.voxels, truth)
         dice_discs = iou_dice(kept_foreground(pred.voxels, pred.spacing, disc_cfg), truth)[1]
-        rows.append({"scan_id": scan_id, "iou": iou, "dice": dice, "dice_discs": dice_discs, "seconds": time.perf_counter() - start})
+        row = {"scan_id": scan_id, "iou": iou, "dice": dice, "dice_discs": dice_discs}
+        if np.any(mask.voxels > 201):  # numbered discs (a binary mask says nothing about levels)
+            measured = measure_mask(pred, replace(Config(), discs=disc_cfg), binary=True)
+            row.update(level_agreement(measured.labels, mask.voxels), scan_status=str(measured.status))
+        rows.append({**row, "seconds": time.perf_counter() - start})
     return rows
+
+
+def level_agreement(predicted: np.ndarray, truth: np.ndarray) -> dict:
+    """How many of the manual mask's discs (SPIDER labels 201..) the predicted label mask found, and how
+    many of those it gave the right level: a disc's level is the predicted disc label covering most of it."""
+    found = correct = 0
+    wrong = []
+    labels = np.unique(truth[(truth > 200) & (truth < 300)])
+    for label in labels:
+        under = predicted[truth == label]
+        under = under[(under > 200) & (under < 300)]
+        if under.size:
+            found += 1
+            got = int(np.bincount(under - 200).argmax()) + 200
+            correct += int(got == label)
+            if got != label:
+                wrong.append(f"{int(label) - 200}->{got - 200}")
+    return {"discs_labelled": len(labels), "discs_found": found, "levels_correct": correct, "levels_wrong": ", ".join(wrong)}

@@ -9,10 +9,14 @@ from rayspine.io import remote
 from rayspine.io.store import (
     completed_parts,
     consolidate_parts,
+    crop_locations,
+    drop_unreferenced_crops,
     part_path,
+    read_crops_group,
     read_crops_zarr,
-    read_parts,
+    read_disc_crops,
     read_mask_zarr,
+    read_parts,
     refresh_root_group,
     written_groups,
     write_crops_zarr,
@@ -161,3 +165,37 @@ def test_ome_zarr_py_reads_a_mask_as_a_label_image_with_its_scale_and_origin(tmp
     assert scale["scale"] == [3.3, 0.7, 0.6] and translation["translation"] == [30.0, 20.0, -10.0]
     assert node.metadata["properties"] == {201: {"name": "L5/S1"}, 202: {"name": "L4/L5"}}
     assert np.array_equal(np.asarray(node.data[0]), labels.transpose(2, 1, 0))
+
+
+def test_a_block_of_scans_writes_its_crops_as_one_group(tmp_path):
+    """``write_block_crops``: one group for the block; each disc found by its scan and its row among the
+    scan's crops; a scan measured again is read from its latest block; 0.2's per-scan groups read
+    alongside; a superseded block is removed, a per-scan group never."""
+    import pandas as pd
+
+    from rayspine.io.outputs import write_block_crops
+
+    rng = np.random.default_rng(3)
+
+    def scan(scan_id, n):
+        return {"scan_id": scan_id, "crops": (rng.random((n, 4, 4, 4)) > 0.5).astype(np.uint8), "levels": list(range(1, n + 1))}
+
+    first = [scan("a", 2), scan("b", 0), scan("c", 3)]
+    key = write_block_crops(tmp_path, first, attempt=7)
+    assert key.startswith("7-") and written_groups(tmp_path / "crops.zarr") == {key}
+    assert len(_files(tmp_path / "crops.zarr" / key)) == 3  # five discs of three scans: three files
+    stacked, levels, scan_ids = read_crops_group(tmp_path / "crops.zarr", key)
+    assert stacked.shape == (5, 4, 4, 4) and levels == [1, 2, 1, 2, 3] and scan_ids == ["a", "a", "c", "c", "c"]
+    assert crop_locations(tmp_path / "crops.zarr") == {"a": (key, 0), "c": (key, 2)}
+    write_crops_zarr(tmp_path / "crops.zarr", "old_t1", first[0]["crops"][::-1], [2, 1])  # 0.2: a group per scan
+    discs = pd.DataFrame({"scan_id": ["c", "old_t1", "a"], "crop_index": [1, 0, 0]})
+    got = read_disc_crops(tmp_path / "crops.zarr", discs)
+    assert np.array_equal(got, np.stack([first[2]["crops"][1], first[0]["crops"][1], first[0]["crops"][0]]))
+    with pytest.raises(ValueError, match="scan 'a' has no crop 2"):
+        read_disc_crops(tmp_path / "crops.zarr", discs.assign(crop_index=[1, 0, 2]))
+    with pytest.raises(ValueError, match="no crops for scan 'zz'"):
+        read_disc_crops(tmp_path / "crops.zarr", pd.DataFrame({"scan_id": ["zz"], "crop_index": [0]}))
+    again = write_block_crops(tmp_path, [scan("c", 3)], attempt=8)  # c measured again by a later run
+    assert crop_locations(tmp_path / "crops.zarr")["c"] == (again, 0)
+    assert drop_unreferenced_crops(tmp_path / "crops.zarr", {"c", "old_t1"}) == [key]  # a's rows are gone, c is in block 8
+    assert written_groups(tmp_path / "crops.zarr") == {again, "old_t1"}

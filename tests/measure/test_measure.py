@@ -15,7 +15,7 @@ from tests.phantoms import spine_phantom
 from rayspine.config import Config
 from rayspine.io.labels import SCHEMES
 from rayspine.io.scans import write_scan
-from rayspine.io.store import completed_parts, part_path, read_crops_zarr
+from rayspine.io.store import completed_parts, crop_locations, part_path, read_crops_group, read_disc_crops, written_groups
 from rayspine.measure.geometry import measure_disc
 from rayspine.measure.command import run_measure
 from rayspine.measure.scan import measure_mask
@@ -148,15 +148,18 @@ def test_run_measure_joins_the_gradings(measured_archive):
 
 def test_run_measure_crops_are_tied_to_rows(measured_archive):
     _, out, discs = measured_archive
-    for scan_id, rows in discs.groupby("scan_id"):
-        crops, levels = read_crops_zarr(out / "crops.zarr", scan_id)
-        assert crops.shape == (len(rows), 64, 64, 64)
-        for row in rows.itertuples():
-            assert levels[row.crop_index] == row.level
-            # the crop holds this disc: the levels' tilts differ (+10 .. -10 degrees), the crop's matches
-            crop_geometry = measure_disc(crops[row.crop_index], CFG.grid.spacing_mm)
-            assert crop_geometry["sagittal_angle_deg"] == pytest.approx(row.sagittal_angle_deg, abs=2)
-            assert crop_geometry["volume_mm3"] == pytest.approx(row.volume_mm3, rel=0.15)
+    locations = crop_locations(out / "crops.zarr")
+    assert set(locations) == set(discs.scan_id)
+    assert written_groups(out / "crops.zarr") == {group for group, _ in locations.values()}  # a group per block, none unused
+    crops = read_disc_crops(out / "crops.zarr", discs)
+    for row, crop in zip(discs.itertuples(), crops):
+        group, first = locations[row.scan_id]
+        _, levels, scan_ids = read_crops_group(out / "crops.zarr", group)
+        assert levels[first + row.crop_index] == row.level and scan_ids[first + row.crop_index] == row.scan_id
+        # the crop holds this disc: the levels' tilts differ (+10 .. -10 degrees), the crop's matches
+        crop_geometry = measure_disc(crop, CFG.grid.spacing_mm)
+        assert crop_geometry["sagittal_angle_deg"] == pytest.approx(row.sagittal_angle_deg, abs=2)
+        assert crop_geometry["volume_mm3"] == pytest.approx(row.volume_mm3, rel=0.15)
 
 
 def test_run_measure_rerun_adds_nothing_and_resumes_interrupted_runs(measured_archive, tmp_path):
@@ -175,8 +178,10 @@ def test_run_measure_rerun_adds_nothing_and_resumes_interrupted_runs(measured_ar
     resumed = run_measure(root, copy, CFG)
     pd.testing.assert_frame_equal(_stable(resumed), _stable(discs))
     pd.testing.assert_frame_equal(_stable(pd.read_parquet(copy / "scans.parquet")), _stable(scans))
-    crops, levels = read_crops_zarr(copy / "crops.zarr", "2_t1")
-    assert levels == [1, 2, 3, 4]
+    assert np.array_equal(read_disc_crops(copy / "crops.zarr", resumed), read_disc_crops(out / "crops.zarr", discs))
+    # 2_t1 was measured again into a block of its own, and the first run's copy of its crops is gone
+    assert crop_locations(copy / "crops.zarr")["2_t1"][0] != crop_locations(out / "crops.zarr")["2_t1"][0]
+    assert written_groups(copy / "crops.zarr") == {group for group, _ in crop_locations(copy / "crops.zarr").values()}
 
 
 def test_run_measure_refuses_foreign_folder_and_overwrites_on_request(measured_archive, tmp_path):
@@ -227,7 +232,7 @@ def test_run_measure_folder_of_masks_with_bad_input(tmp_path, labels, ray_local)
     parts = pd.concat(pd.read_parquet(p) for p in (out / "parts" / "scans").glob("*.parquet"))
     assert parts.part_key.is_unique and len(parts) == len(scans)  # one row each, a duplicated id included
     assert sorted(p.name for p in tmp_path.iterdir()) == ["masks", "out"]  # nothing beside OUT
-    assert {p.name for p in (out / "crops.zarr").iterdir()} == {"a", "zarr.json"}  # the root group and one scan
+    assert {p.name for p in (out / "crops.zarr").iterdir()} == {crop_locations(out / "crops.zarr")["a"][0], "zarr.json"}  # the root group and one block
     assert not (out / ".crops.zarr.staging").exists()  # staging removed when the run finished
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from rayspine.config import Config
-from rayspine.io.store import read_mask_zarr
+from rayspine.io.store import crop_locations, read_disc_crops, read_mask_zarr, written_groups
 from rayspine.pipeline.graph import run_pipeline
 from rayspine.pipeline.stages import SegmentScans
 from rayspine.synth import synthesize_archive
@@ -141,10 +141,16 @@ def test_driver_killed_mid_run_then_resumed_matches_an_uninterrupted_run(archive
     got_scans, got_discs = _tables(killed)
     keys = ["scan_id", "level"]
     columns = ["scan_id", "level", "status", "height_mm", "ap_width_mm", "sagittal_angle_deg", "crop_index", "disc_narrowing"]
-    pd.testing.assert_frame_equal(got_discs[columns].sort_values(keys).reset_index(drop=True), ref_discs[columns].sort_values(keys).reset_index(drop=True))
+    got_discs, ref_discs = (d.sort_values(keys).reset_index(drop=True) for d in (got_discs, ref_discs))
+    pd.testing.assert_frame_equal(got_discs[columns], ref_discs[columns])
     assert list(got_scans.scan_id) == list(ref_scans.scan_id) and (got_scans.status == ref_scans.status).all()
     for scan_id in ref_scans.scan_id:
         assert np.array_equal(read_mask_zarr(killed / "masks.zarr", scan_id).voxels, read_mask_zarr(reference / "masks.zarr", scan_id).voxels)
+    # some crops sit in other blocks (the resumed run's), but each disc's crop is the same, and no block
+    # of the killed run is left that holds no scan's crops
+    with_crop = ref_discs.crop_index >= 0
+    assert np.array_equal(read_disc_crops(killed / "crops.zarr", got_discs[with_crop]), read_disc_crops(reference / "crops.zarr", ref_discs[with_crop]))
+    assert written_groups(killed / "crops.zarr") == {group for group, _ in crop_locations(killed / "crops.zarr").values()}
 
 
 def _run_in_subprocess(archive: Path, out: Path, slow: bool = False) -> subprocess.Popen:

@@ -306,6 +306,10 @@ def test_folds_test_every_patient_once_and_never_train_on_it():
         assert len(patient(f["val"])) == 1 and len(f["train"] + f["val"] + f["test"]) == 14
     assert len(patient_folds(index, folds=5, val_fraction=0.2)) == 5
     assert len(patient_folds(_index(n_patients=3), folds=5, val_fraction=0.2)) == 3  # one fold per patient at most
+    # too few patients for one of them to validate: each fold trains on both of its others
+    for f in patient_folds(_index(n_patients=3), folds=3, val_fraction=0.2, min_val_patients=4):
+        assert (len(patient(f["train"])), len(f["val"]), len(patient(f["test"]))) == (2, 0, 1)
+    assert all(len(patient(f["val"])) == 1 for f in patient_folds(_index(n_patients=5), folds=5, val_fraction=0.2, min_val_patients=4))
     with pytest.raises(ValueError, match="3 patients"):
         patient_folds(_index(n_patients=2), folds=2, val_fraction=0.2)
 
@@ -332,8 +336,8 @@ def test_train_segmenter_cross_validates_a_small_archive_and_ships_a_final_fit(t
     # every labelled scan is tested exactly once, out of fold
     assert sorted(r["scan_id"] for r in metrics["per_scan"]) == [f"{p}_t1" for p in range(1, 5)]
     assert len(metrics["folds"]) == 2 and {r["fold"] for r in metrics["per_scan"]} == {0, 1}
-    for fold in metrics["folds"]:
-        assert (fold["n_train"], fold["n_val"], fold["n_test"]) == (1, 1, 2) and fold["epochs"] == 2
+    for fold in metrics["folds"]:  # two patients left per fold: too few to keep one for early stopping
+        assert (fold["n_train"], fold["n_val"], fold["n_test"]) == (2, 0, 2) and fold["epochs"] == fold["best_epoch"] == 2
     assert metrics["n_test"] == 4 and metrics["n_train"] == 4  # the shipped model saw every patient
     chosen = int(np.median([f["best_epoch"] for f in metrics["folds"]]))
     assert metrics["shipped"]["epochs"] == chosen and metrics["shipped"]["chosen_from_folds"] == [f["best_epoch"] for f in metrics["folds"]]
@@ -361,3 +365,18 @@ def test_real_t2_volumes_train_to_dice_085_within_15_minutes(tmp_path, ray_local
           f"after {outcome.epochs} epochs, {seconds:.0f} s ({name})")
     assert seconds < 15 * 60
     assert scores["dice_discs"] >= 0.85  # the mask the pipeline keeps and measures
+
+
+def test_level_agreement_counts_found_discs_and_wrong_levels():
+    from rayspine.segment.infer import level_agreement
+
+    truth = np.zeros((6, 6, 12), np.uint16)
+    truth[..., 0:2], truth[..., 4:7], truth[..., 8:10] = 201, 202, 203
+    predicted = np.zeros_like(truth)
+    predicted[..., 0:2] = 201  # right
+    predicted[..., 4:7] = 203  # found, one level too high (a false piece below it took level 1, say)
+    predicted[..., 6] = 202  # a third of the disc, the minority, does not decide
+    predicted[..., 11] = 204  # outside every labelled disc: not counted
+    got = level_agreement(predicted, truth)
+    assert got == {"discs_labelled": 3, "discs_found": 2, "levels_correct": 1, "levels_wrong": "2->3"}
+    assert level_agreement(truth, truth)["levels_correct"] == 3
