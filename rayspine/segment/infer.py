@@ -9,6 +9,7 @@ Instances and levels are found later (``rayspine.measure``). Nothing here trains
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ..config import Config, DiscConfig
 from ..io.cards import SEGMENTER, ModelCard, load_network, read_card
 from ..measure.instances import kept_foreground
+from ..measure.scan import measure_mask
 from ..preprocess import to_scan_grid
 from ..stats import iou_dice
 from ..volume import Volume
@@ -119,10 +121,6 @@ def evaluate(segmenter: Segmenter, pairs, disc_cfg: DiscConfig = DiscConfig()) -
     the manual mask numbers its discs (SPIDER labels), the levels that ``measure`` gives the network's
     mask are checked against them (``level_agreement``), with the scan's status (``level_uncertain``).
     """
-    from dataclasses import replace
-
-    from ..measure.scan import measure_mask
-
     rows = []
     for scan_id, image, mask in pairs:
         start = time.perf_counter()
