@@ -69,13 +69,14 @@ def train_seg(
     network: Optional[str] = typer.Option(None, help="swinunetr | segresnet | unet (default: swinunetr on GPU, unet on CPU)."),
     test_site: Optional[str] = typer.Option(None, help="Hold this institution out as the test set (as the paper did)."),
     max_epochs: Optional[int] = typer.Option(None, help="Epoch limit (default 200)."),
+    init_from: Optional[Path] = typer.Option(None, help="Start from this segmenter's weights (fine-tune a model trained on another archive)."),
     config: Optional[Path] = ConfigOption,
     overwrite: bool = OverwriteOption,
 ) -> None:
     """Train the disc segmenter with Ray Train; writes weights, model.json and metrics.json."""
     from .segment.command import train_segmenter
 
-    cfg = _config(config, seg={"network": network, "max_epochs": max_epochs})
+    cfg = _config(config, seg={"network": network, "max_epochs": max_epochs, "init_from": str(init_from) if init_from else None})
     metrics = train_segmenter(archive, out, cfg, test_site=test_site, overwrite=overwrite)
     typer.echo(json.dumps(metrics, indent=2, default=str))
 

@@ -98,6 +98,15 @@ class SegConfig:
     # Batches of four make the raw weights jump: validation IoU swung by 0.05-0.08 from epoch to
     # epoch on real T2 (bench/segment.md), so the best-IoU pick was partly a pick of noise.
     ema_decay: float = 0.99
+    # Partial-volume labels: each voxel of the network's grid learns the share of it the manual mask
+    # covers (the 0/1 mask resampled linearly) instead of a nearest-neighbour 0 or 1. The labels lose
+    # less on the way (1 mm real masks to this grid and back: Dice 0.99 as shares, 0.92-0.95 as 0/1),
+    # but the networks trained on them were no better on unseen real T2 (out-of-fold Dice 0.826 vs
+    # 0.834 and 0.795 vs 0.800, bench/segment.md, session 7), so 0/1 stays the default.
+    soft_labels: bool = False
+    # A segmenter folder whose weights start training (fine-tuning a model trained on another archive,
+    # synthetic or real); it must have this network, grid and normalisation. "": random weights.
+    init_from: str = ""
     sw_overlap: float = 0.25  # sliding-window overlap at inference
     threshold: float = 0.5
     max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last

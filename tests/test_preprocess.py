@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from rayspine.config import Config
 from rayspine.preprocess import normalise_intensity, to_canonical, to_canonical_orientation, to_scan_grid
-from rayspine.segment.data import disc_foreground, prepare_pair
+from rayspine.segment.data import disc_foreground, prepare_image, prepare_pair
 from rayspine.volume import Volume
 
 
@@ -71,18 +71,46 @@ def test_mask_round_trip_through_the_target_spacing_keeps_the_shape():
     assert np.allclose(points[back].mean(0), points[truth].mean(0), atol=0.5)
 
 
-def test_prepared_label_lies_on_the_prepared_image():
-    cfg = Config()
+@pytest.mark.parametrize("soft_labels", [False, True])
+def test_prepared_label_lies_on_the_prepared_image(soft_labels):
+    cfg = Config().replace(seg={"soft_labels": soft_labels})
     mask = oblique_scan()
     # The image is the mask's ellipsoid made bright, with a gradient along the scan's own axis 0.
     image = mask.with_voxels((mask.voxels > 0) * 100.0 + np.arange(mask.shape[0])[:, None, None] + 10.0)
     item = prepare_pair(image, mask, cfg.grid, cfg.seg)
     assert item["image"].shape == item["label"].shape and item["image"].shape[0] == 1
-    assert set(np.unique(item["label"])) == {0, 1}
-    label = item["label"][0] > 0
+    values = np.unique(item["label"])
+    if soft_labels:  # shares of each voxel: 0 and 1 inside and out, fractions on the rim
+        assert item["label"].dtype == np.float32 and values.min() == 0.0 and values.max() == pytest.approx(1.0)
+        assert np.count_nonzero((item["label"] > 0.05) & (item["label"] < 0.95)) > 100
+    else:
+        assert set(values) == {0, 1}
+    label = item["label"][0] > 0.5
     image = item["image"][0]
     bright = image > (np.median(image[label]) + np.median(image[~label])) / 2
     assert 2 * np.count_nonzero(bright & label) / (bright.sum() + label.sum()) > 0.95
+
+
+def test_soft_labels_keep_the_outline_through_the_network_grid():
+    # A 1 mm ellipsoid taken to the network's 1.4 x 1.2 x 1.5 mm grid and back (linear, then > 0.5, as
+    # inference does with probabilities): as 0/1 nearest-neighbour labels the outline moves by up to a
+    # voxel of the coarse grid; as partial-volume shares it survives. Shares also keep the volume.
+    cfg = Config()
+    mask = oblique_scan(spacing=(1.0, 1.0, 1.0), shape=(60, 60, 60), tilt=17.0)
+    truth = mask.voxels > 0
+    image = mask.with_voxels(mask.voxels.astype(np.float32))
+    dice = {}
+    for soft in (False, True):
+        item = prepare_pair(image, mask, cfg.grid, cfg.replace(seg={"soft_labels": soft}).seg)
+        grid = prepare_image(image, cfg.grid.spacing_mm, cfg.seg.clip_percentiles, cfg.grid.orientation)
+        label = grid.with_voxels(item["label"][0].astype(np.float32))
+        back = to_scan_grid(label, mask, interpolation="linear").voxels > 0.5
+        dice[soft] = 2 * np.count_nonzero(back & truth) / (back.sum() + truth.sum())
+        if soft:
+            volume = float(item["label"][0].sum()) * np.prod(cfg.grid.spacing_mm)
+            assert volume == pytest.approx(float(truth.sum()), rel=0.01)
+    assert dice[True] > 0.98
+    assert dice[True] > dice[False] + 0.02
 
 
 def test_disc_foreground_keeps_only_disc_labels():

@@ -18,14 +18,15 @@ import numpy as np
 
 from ..config import Config
 from ..io.archive import index_archive
-from ..io.cards import CARD_FILE, WEIGHTS_FILE, data_hash, save_model
+from ..io.cards import CARD_FILE, WEIGHTS_FILE, data_hash, read_card, save_model
 from ..io.scans import ScanError, read_scan
 from ..io.store import write_json_atomic
 from ..runtime import init_ray
 from ..stats import mean_bootstrap_ci
 from .data import patient_folds, prepare_pair, split_patients
 from .infer import Segmenter, evaluate, make_card
-from .train import fit_prepared
+from .networks import network_spec
+from .train import fit_prepared, initial_weights
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
         log.info("%s already holds a trained segmenter; pass overwrite to train again", out)
         return json.loads((out / METRICS_FILE).read_text())
 
+    if cfg.seg.init_from:  # a starting model that does not fit fails now, not after the data are prepared
+        initial_weights(cfg, *network_spec(cfg.seg.network, cfg.seg))
     init_ray()  # no-op when the CLI (or a cluster job) already connected
     index = index_archive(archive)
     usable = index[(index["status"] == "ok") & index["mask_path"].notna()].reset_index(drop=True)
@@ -179,7 +182,7 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
         cfg,
         data_hash=data_hash(*sorted((r.scan_id, _file_bytes(r.image_path), _file_bytes(r.mask_path)) for r in rows)),
         git_revision=git_revision(),
-        training={**training, "weight_average_decay": cfg.seg.ema_decay},
+        training={**training, "weight_average_decay": cfg.seg.ema_decay, **_initialised_from(cfg)},
     )
     segmenter = Segmenter(net, card)
     for row in per_scan:
@@ -190,6 +193,15 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     write_json_atomic(metrics, out / METRICS_FILE)
     log.info("segmenter (%s): test Dice %s IoU %s", protocol, metrics["test_dice"], metrics["test_iou"])
     return metrics
+
+
+def _initialised_from(cfg: Config) -> dict:
+    """For the card: the segmenter that training started from, if any (where, and what trained it)."""
+    if not cfg.seg.init_from:
+        return {}
+    start = read_card(cfg.seg.init_from)
+    return {"initialised_from": {"folder": str(Path(cfg.seg.init_from).resolve()), "data_hash": start.data_hash,
+                                 "config_digest": start.config_digest}}
 
 
 def _test(segmenter: Segmenter, rows, cfg: Config) -> list[dict]:

@@ -28,17 +28,22 @@ def prepare_image(volume: Volume, spacing_mm, clip_percentiles, orientation: str
 
 
 def prepare_pair(image: Volume, mask: Volume, grid: GridConfig, seg: SegConfig) -> dict[str, np.ndarray]:
-    """One training item: ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z) uint8 0/1}``.
+    """One training item: ``{"image": (1, X, Y, Z) float32, "label": (1, X, Y, Z)}``.
 
-    The disc foreground is resampled (nearest) onto the prepared image's own grid, so image and label
-    are voxel-aligned whatever the scan's orientation.
+    The disc foreground is resampled onto the prepared image's own grid, so image and label are
+    voxel-aligned whatever the scan's orientation: with ``seg.soft_labels`` linearly, as the float32
+    share of each voxel that is disc (0..1), else nearest, as uint8 0/1.
     """
     if not image.same_grid(mask):
         raise ValueError("image and mask grids disagree")
     prepared = prepare_image(image, grid.spacing_mm, seg.clip_percentiles, grid.orientation)
-    foreground = mask.with_voxels(disc_foreground(mask.voxels))
-    label = to_scan_grid(foreground, prepared).voxels
-    return {"image": prepared.voxels[None].astype(np.float32), "label": label[None].astype(np.uint8)}
+    foreground = disc_foreground(mask.voxels)
+    if seg.soft_labels:
+        share = to_scan_grid(mask.with_voxels(foreground.astype(np.float32)), prepared, interpolation="linear").voxels
+        label = np.clip(share, 0.0, 1.0).astype(np.float32)
+    else:
+        label = to_scan_grid(mask.with_voxels(foreground), prepared).voxels.astype(np.uint8)
+    return {"image": prepared.voxels[None].astype(np.float32), "label": label[None]}
 
 
 def split_patients(
@@ -119,13 +124,14 @@ def affine_source_size(patch_size, scale: float, rotate_deg: float) -> tuple[int
     return tuple(int(np.ceil(e * (1.0 + scale))) for e in extent)
 
 
-def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rotate_deg: float = 0.0):
+def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rotate_deg: float = 0.0, soft_labels: bool = False):
     """Patches around the discs (3 of 4 centred on disc voxels) with light augmentation.
 
     ``scale`` and ``rotate_deg`` add a random zoom (1 +- scale) and a tilt in the sagittal plane to
     half the patches: patients and fields of view differ in size, and lordosis tilts each disc. With
     them, a larger region is cropped (``affine_source_size``) and the affine cuts the patch from its
-    centre (the identity for the other half).
+    centre (the identity for the other half). Soft (partial-volume) labels are zoomed and tilted
+    linearly, like the image; 0/1 labels by nearest neighbour, so they stay 0/1.
 
     Deterministic steps come first so a ``CacheDataset`` keeps their output (padding and the
     foreground/background index lists) and only the random crop and augmentation run per epoch.
@@ -159,7 +165,7 @@ def train_transforms(patch_size, samples_per_scan: int, scale: float = 0.0, rota
                 spatial_size=patch_size,
                 rotate_range=(np.deg2rad(rotate_deg), 0.0, 0.0),  # about the left-right axis: sagittal tilt
                 scale_range=(scale, scale, scale),
-                mode=("bilinear", "nearest"),
+                mode=("bilinear", "bilinear" if soft_labels else "nearest"),
                 # Zeros only where the crop itself ran past the scan: the value SpatialPadd and the
                 # sliding window pad with (the normalised image's mean), for image and label alike.
                 padding_mode="zeros",

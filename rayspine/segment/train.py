@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config, SegConfig
+from ..errors import ModelFileError
 from ..io import cards
 from ..stats import iou_dice
 from ..volume import Volume
@@ -115,7 +116,9 @@ def train_loop_per_worker(config: dict) -> None:
         workers = [placement]
 
     net = cards.network(cards.SEGMENTER, config["network"]).build(config["kwargs"])
-    init_output_bias(net)  # overwritten below when resuming
+    init_output_bias(net)  # overwritten below when fine-tuning or resuming
+    if config.get("init_state") is not None:  # fine-tuning: the weights of another segmenter
+        net.load_state_dict(ray.get(config["init_state"]))
     net = ray.train.torch.prepare_model(net, move_to_device=device)  # DDP when world > 1
     optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
     loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
@@ -139,7 +142,7 @@ def train_loop_per_worker(config: dict) -> None:
         if rank == 0:
             print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
 
-    transform = train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg)
+    transform = train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg, seg.soft_labels)
     dataset = CacheDataset(train_items, transform=transform, progress=False)
     # Each scan yields samples_per_scan patches, so this many scans make a batch of batch_size patches.
     loader = DataLoader(dataset, batch_size=max(1, seg.batch_size // seg.samples_per_scan), shuffle=True, num_workers=0)
@@ -211,7 +214,7 @@ def _validate(net, items: list[dict], seg: SegConfig, device, world: int) -> flo
     net.eval()
     ious = [
         # No window overlap here: early stopping needs a consistent score, not the last 0.1% of Dice.
-        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, 0.0, device) > 0, item["label"][0])[0]
+        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, 0.0, device) > 0, item["label"][0] > 0.5)[0]
         for item in items
     ]
     total = torch.tensor([sum(ious), len(ious)], dtype=torch.float64, device=device)
@@ -254,6 +257,8 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
             "train_refs": train_refs,
             "val_refs": val_refs,
             "threads": threads,
+            # An object ref, not a path: a worker on another node may not see the driver's files.
+            "init_state": ray.put(initial_weights(cfg, network, kwargs)) if cfg.seg.init_from else None,
         },
         scaling_config=scaling,
         torch_config=TorchConfig(backend=backend),
@@ -281,6 +286,21 @@ def run_training(train_refs: list, val_refs: list, cfg: Config, storage: Path, n
         workers=state.get("workers", []),
         seconds=float(sum(r["seconds"] for r in state["history"])) or time.perf_counter() - start,
     )
+
+
+def initial_weights(cfg: Config, network: str, kwargs: dict) -> dict:
+    """The weights of the segmenter in ``cfg.seg.init_from``, checked to fit this training run: same
+    network and shape, and inputs prepared the same way (grid, orientation, normalisation)."""
+    folder = cfg.seg.init_from
+    card = cards.read_card(folder, cards.SEGMENTER)
+    wanted = {"network": (network, kwargs), "spacing_mm": tuple(cfg.grid.spacing_mm), "orientation": cfg.grid.orientation,
+              "clip_percentiles": list(cfg.seg.clip_percentiles)}
+    found = {"network": (card.architecture, card.kwargs), "spacing_mm": tuple(card.spacing_mm), "orientation": card["orientation"],
+             "clip_percentiles": list(card["normalisation"]["clip_percentiles"])}
+    differ = [f"{k} {found[k]} (training uses {wanted[k]})" for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise ModelFileError(f"{folder}: cannot start training from this segmenter: " + "; ".join(differ))
+    return cards.load_weights(folder)
 
 
 def put_prepared(pairs, cfg: Config) -> list:

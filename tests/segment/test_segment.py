@@ -126,23 +126,29 @@ def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
     assert mean_ci([])["mean"] is None
 
 
-def test_scale_and_tilt_augmentation_moves_image_and_label_together():
+@pytest.mark.parametrize("soft_labels", [False, True])
+def test_scale_and_tilt_augmentation_moves_image_and_label_together(soft_labels):
     # An image that is its own label: after the random zoom and tilt, the label must still be binary
-    # and lie where the image is bright, or the network would learn from misaligned pairs.
+    # (0/1 labels) or shares in 0..1 (soft labels), and lie where the image is bright, or the network
+    # would learn from misaligned pairs.
     from monai.utils import set_determinism
 
     set_determinism(seed=0)
-    label = np.zeros((1, 48, 64, 64), np.uint8)
+    label = np.zeros((1, 48, 64, 64), np.float32 if soft_labels else np.uint8)
     label[0, 14:34, :, 26:38] = 1  # a slab, like a disc, running out of the patch front and back
     item = {"image": label.astype(np.float32), "label": label}
     tilted_or_zoomed = 0
-    for patch in train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20)(item):
+    transform = train_transforms((32, 48, 48), samples_per_scan=8, scale=0.3, rotate_deg=20, soft_labels=soft_labels)
+    for patch in transform(item):
         image, mask = np.asarray(patch["image"][0]), np.asarray(patch["label"][0])
-        assert set(np.unique(mask)) <= {0, 1}
+        if soft_labels:
+            assert mask.min() >= 0.0 and mask.max() <= 1.0 + 1e-6
+        else:
+            assert set(np.unique(mask)) <= {0, 1}
         # intensity jitter is +-10 %, noise sd 0.05: bright means disc, dark means background
-        assert iou_dice(image > 0.5, mask > 0)[1] > 0.95
+        assert iou_dice(image > 0.5, mask > 0.5)[1] > 0.95
         # crops and left-right flips keep the slab 12 slices thick; a zoom or a sagittal tilt does not
-        tilted_or_zoomed += np.count_nonzero(mask.any(axis=(0, 1))) != 12
+        tilted_or_zoomed += np.count_nonzero((mask > 0.5).any(axis=(0, 1))) != 12
     assert tilted_or_zoomed
     set_determinism(seed=None)
 
@@ -291,6 +297,19 @@ def test_train_segmenter_writes_a_model_that_predicts_on_the_scan_grid(tiny_arch
     _, outcome, _ = fit_prepared(*refs, cfg.replace(seg={"max_epochs": 3}), out / "ray_results")
     assert outcome.epochs == 3 and len(outcome.history) == 3
     assert outcome.history[:2] == metrics["history"]
+
+    # Fine-tuning starts from another segmenter's weights: with a learning rate of 0 they come out as they went in.
+    from rayspine.io.cards import load_weights
+
+    tuned = tmp_path / "tuned"
+    start_cfg = cfg.replace(seg={"init_from": str(out), "learning_rate": 0.0, "max_epochs": 1})
+    train_segmenter(tiny_archive, tuned, start_cfg, test_site="site2")
+    start, after = load_weights(out), load_weights(tuned)
+    for name, _ in Segmenter.load(out, device="cpu").net.named_parameters():
+        assert torch.allclose(start[name], after[name], atol=1e-6), name
+    assert read_card(tuned, "segmenter")["training"]["initialised_from"]["data_hash"] == card.data_hash
+    with pytest.raises(ModelFileError, match="network"):  # a wider network cannot start from these weights
+        train_segmenter(tiny_archive, tmp_path / "wider", start_cfg.replace(seg={"feature_size": 8}), test_site="site2")
 
 
 def test_folds_test_every_patient_once_and_never_train_on_it():
