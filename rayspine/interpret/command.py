@@ -2,7 +2,8 @@
 
 Writes ``traversal.parquet`` and ``traversal.png`` (each latent swept, decoded and measured),
 ``correlation.csv`` and ``correlation.png`` (latent x geometry and latent x latent: Pearson and
-Spearman, p corrected for the number of tests) and ``latent_summary.csv`` (what each latent tracks).
+Spearman, p corrected for the number of tests), ``latent_summary.csv`` (what each latent tracks) and
+``paper_claims.md`` / ``.json`` (the paper's step-2 and step-5 claims beside ours; the report shows it).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..autoencode.infer import encode_table_crops, load_autoencoder
+from ..autoencode.infer import encode_table_crops, load_autoencoder, resolve_model_dir
 from ..config import Config
-from ..io.store import write_parquet_atomic, write_text_atomic
+from ..io.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 from ..report import figures
 from ..schema import USABLE_DISC_STATUSES, geometry_columns, latent_columns_of
+from .claims import claims_markdown, paper_claims
 from .correlation import correlation_table, latent_summary
 from .traversal import measure_decoded, traversal_grid, traversal_table
 
@@ -30,7 +32,8 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
 
     The latent codes come from ``features``' own ``z`` columns; when it has none (or a different number
     than the model's bottleneck) the discs are encoded from ``crops.zarr`` beside ``features``.
-    Writes ``traversal.parquet``, ``traversal.png``, ``correlation.csv`` and ``correlation.png``.
+    Writes ``traversal.parquet``, ``traversal.png``, ``correlation.csv``, ``correlation.png``,
+    ``latent_summary.csv`` and ``paper_claims.md`` / ``.json``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,4 +71,19 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
     paths.append(write_text_atomic(correlations.to_csv(index=False), out / "correlation.csv"))
     paths.append(write_text_atomic(latent_summary(correlations, geometric).to_csv(index=False), out / "latent_summary.csv"))
     paths.append(figures.save(figures.correlation_heatmap(correlations), out / "correlation.png"))
+
+    sweep = sweep_table_of(Path(ae))  # convergence claims only for a model trained by a sweep
+    claims = paper_claims(correlations, pd.read_csv(sweep) if sweep else None)
+    paths.append(write_json_atomic({**claims, "bottleneck_interpreted": model.bottleneck, "discs": len(discs)}, out / "paper_claims.json"))
+    paths.append(write_text_atomic(f"Bottleneck {model.bottleneck}, {len(discs)} discs.\n\n" + claims_markdown(claims, f"{len(discs)} discs"),
+                                   out / "paper_claims.md"))
     return paths
+
+
+def sweep_table_of(ae: Path) -> Path | None:
+    """The ``sweep.csv`` of the sweep an autoencoder came from (``ae`` is the sweep or one of its
+    ``bn<k>`` folders), or None."""
+    for folder in (ae, resolve_model_dir(ae).parent):
+        if (folder / "sweep.csv").is_file():
+            return folder / "sweep.csv"
+    return None

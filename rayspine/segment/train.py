@@ -293,7 +293,8 @@ def initial_weights(cfg: Config, network: str, kwargs: dict) -> dict:
     network and shape, and inputs prepared the same way (grid, orientation, normalisation)."""
     folder = cfg.seg.init_from
     card = cards.read_card(folder, cards.SEGMENTER)
-    wanted = {"network": (network, kwargs), "spacing_mm": tuple(cfg.grid.spacing_mm), "orientation": cfg.grid.orientation,
+    # kwargs as the card stores them (JSON: tuples become lists), so equal settings compare equal
+    wanted = {"network": (network, json.loads(json.dumps(kwargs))), "spacing_mm": tuple(cfg.grid.spacing_mm), "orientation": cfg.grid.orientation,
               "clip_percentiles": list(cfg.seg.clip_percentiles)}
     found = {"network": (card.architecture, card.kwargs), "spacing_mm": tuple(card.spacing_mm), "orientation": card["orientation"],
              "clip_percentiles": list(card["normalisation"]["clip_percentiles"])}

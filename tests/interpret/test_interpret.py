@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,7 +157,11 @@ def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_pa
 
     cfg = Config()
     paths = run_interpret(folder, tmp_path / "discs.parquet", tmp_path / "out", cfg)
-    assert {p.name for p in paths} == {"traversal.parquet", "traversal.png", "correlation.csv", "correlation.png", "latent_summary.csv"}
+    assert {p.name for p in paths} == {"traversal.parquet", "traversal.png", "correlation.csv", "correlation.png", "latent_summary.csv",
+                                       "paper_claims.json", "paper_claims.md"}
+    claims = json.loads((tmp_path / "out" / "paper_claims.json").read_text())
+    assert claims["convergence"] == {} and claims["discs"] == len(crops)  # not a sweep's model: no convergence rows
+    assert "one latent tracks ap_width_mm" in (tmp_path / "out" / "paper_claims.md").read_text()
 
     codes = model.encode(crops)
     traversal = pd.read_parquet(tmp_path / "out" / "traversal.parquet")
@@ -181,3 +187,35 @@ def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_pa
     # Heights vary most among the training discs: some latent feature must follow them.
     assert corr[corr["feature"] == "height_mm"]["r"].abs().max() > 0.5
     assert (tmp_path / "out" / "traversal.png").stat().st_size > 5_000
+
+
+def _claims_inputs(sizes_converged: dict[int, bool]):
+    rng = np.random.default_rng(0)
+    rows = [("z0", "ap_width_mm", -0.81), ("z1", "ap_width_mm", 0.10), ("z0", "sagittal_angle_deg", 0.05),
+            ("z1", "sagittal_angle_deg", -0.60), ("z0", "z1", 0.30), ("z0", "height_mm", 0.2)]
+    corr = pd.DataFrame([{"latent": a, "feature": b, "r": r, "p_fdr": 1e-6, "rho": r, "n": 190} for a, b, r in rows])
+    sweep = pd.DataFrame([{"bottleneck": b, "converged": c, "epochs": 300, "train_iou": 0.996 if c else 0.9, "train_iou_ci_low": 0.99 if c else 0.89,
+                           "train_iou_ci_high": 0.997 if c else 0.91} for b, c in sizes_converged.items()])
+    return corr.sample(frac=1.0, random_state=int(rng.integers(100))), sweep
+
+
+def test_paper_claims_put_our_figures_beside_the_papers():
+    from rayspine.interpret.claims import claims_markdown, paper_claims
+
+    corr, sweep = _claims_inputs({64: True, 8: True, 4: True, 3: False})
+    result = paper_claims(corr, sweep)
+    assert result["smallest_converged"] == 4
+    assert result["latent_pairs_max_abs_r"]["pair"] == ["z0", "z1"] and result["latent_pairs_max_abs_r"]["r"] == pytest.approx(0.30)
+    ap, sagittal = result["tracked"]["ap_width_mm"], result["tracked"]["sagittal_angle_deg"]
+    assert (ap["latent"], sagittal["latent"]) == ("z0", "z1") and ap["r"] == pytest.approx(-0.81)
+    assert ap["ci"][0] < -0.81 < ap["ci"][1] < 0  # Fisher interval around r, n = 190
+    table = claims_markdown(result)
+    assert "| 4 is the smallest bottleneck that converges | 4 | 4 | yes |" in table
+    assert "| bottleneck 3 converges (IoU > 0.995) | never | not converged in 300 epochs" in table and table.count("| yes |") >= 5
+    assert "| latents mutually uncorrelated |" in table and table.rstrip().splitlines()[-2].endswith("| yes |")  # AP width: |r| 0.81 >= 0.80
+    assert "weaker (|r| at most" in table.splitlines()[-1]  # sagittal angle: |r| 0.60, interval below 0.75
+
+    assert claims_markdown(json.loads(json.dumps(result))) == table  # read back from paper_claims.json: the same table
+    # Bottleneck 3 converging too refutes the claim; with only 4 trained it is not tested.
+    assert "| 4 is the smallest bottleneck that converges | 4 | 3 | no |" in claims_markdown(paper_claims(*_claims_inputs({4: True, 3: True})))
+    assert "not tested (sizes trained: 4) | not tested |" in claims_markdown(paper_claims(*_claims_inputs({4: False})))
