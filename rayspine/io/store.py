@@ -207,12 +207,6 @@ def write_crops_zarr(root: str | Path, key: str, crops: np.ndarray, levels: list
     return final
 
 
-def read_crops_zarr(root: str | Path, key: str) -> tuple[np.ndarray, list[int]]:
-    """The crops of group ``key`` and each row's level."""
-    crops, levels, _ = read_crops_group(root, key)
-    return crops, levels
-
-
 def read_crops_group(root: str | Path, key: str) -> tuple[np.ndarray, list[int], list[str]]:
     """The crops of group ``key``, each row's level and each row's scan id."""
     group = zarr.open_group(store=str(Path(root) / key), mode="r")

@@ -13,7 +13,6 @@ from rayspine.io.store import (
     drop_unreferenced_crops,
     part_path,
     read_crops_group,
-    read_crops_zarr,
     read_disc_crops,
     read_mask_zarr,
     read_parts,
@@ -96,7 +95,7 @@ def test_reads_0_1_stores_without_a_root_group(tmp_path):
     crops.create_array("crops", shape=(1, 4, 4, 4), dtype=np.uint8, chunks=(1, 4, 4, 4))[...] = 1
     crops.attrs["levels"] = [2]
     assert np.array_equal(read_mask_zarr(tmp_path / "masks.zarr", "x_t1").voxels, labels)
-    assert read_crops_zarr(tmp_path / "crops.zarr", "x_t1")[1] == [2]
+    assert read_crops_group(tmp_path / "crops.zarr", "x_t1")[1:] == ([2], ["x_t1"])  # 0.1: every row is the group's scan
     assert not (tmp_path / "masks.zarr" / "zarr.json").exists()
     assert refresh_root_group(tmp_path / "masks.zarr") == ["x_t1"]  # now a hierarchy too
     assert list(zarr.open_group(str(tmp_path / "masks.zarr"), mode="r").group_keys()) == ["x_t1"]
@@ -116,7 +115,7 @@ def test_mask_metadata_is_valid_ome_zarr_0_5(tmp_path):
 def test_crops_round_trip(tmp_path):
     crops = (np.random.default_rng(1).random((3, 8, 8, 8)) > 0.5).astype(np.uint8)
     write_crops_zarr(tmp_path / "crops.zarr", "a", crops, [1, 2, 4])
-    back, levels = read_crops_zarr(tmp_path / "crops.zarr", "a")
+    back, levels, _ = read_crops_group(tmp_path / "crops.zarr", "a")
     assert np.array_equal(back, crops) and levels == [1, 2, 4]
 
 
