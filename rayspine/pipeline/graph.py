@@ -85,9 +85,11 @@ def run_pipeline(
         with watch_parts(out, attempt, total):
             # Without an encoder the write asks for what the measure task asks for, so Ray fuses the two
             # (with Ray's default whole CPU it waited until every load and measure task had finished: no
-            # row came out before the end). After the encoder's actors it is a task of its own, a quarter
-            # CPU: its rows are small.
-            write_args = cpu_task_args(cfg) if ae_dir is None else {"num_cpus": 0.25}
+            # row came out before the end). After the encoder's actors it is a task of its own and asks
+            # for no CPU: its rows are small, and with a quarter CPU Ray Data's budget gave it none while
+            # load and measure tasks ran, so on 2 CPUs the first of 128 full-size scans came out after
+            # 65-76 s instead of 30-31 s, all the early ones at once (bench/pipeline.md, session 8).
+            write_args = cpu_task_args(cfg) if ae_dir is None else {"num_cpus": 0}
             dataset.write_datasink(stages.parts_sink(str(out), attempt, fail_at), ray_remote_args=write_args)
         shutil.rmtree(folder)  # this run's work list, done: the parts say what is complete
     seconds = time.perf_counter() - started
