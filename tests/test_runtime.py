@@ -78,3 +78,45 @@ def test_each_train_rank_fetches_only_its_own_share():
     items = list("abcde")
     assert [own_share(items, r, 2) for r in range(2)] == [list("ace"), list("bda")]  # equal lengths for DDP
     assert own_share(items, 0, 1) == items
+
+
+KEEP_WORKERS_PROBE = """
+import os, time
+from rayspine.runtime import init_ray
+init_ray(num_cpus=2)
+import ray
+
+@ray.remote(num_cpus=0.5)
+def worker_pid():
+    time.sleep(1.0)  # all four at once, so each holds a worker process of its own
+    return os.getpid()
+
+first = set(ray.get([worker_pid.remote() for _ in range(4)]))
+time.sleep(4.0)  # idle for longer than Ray's default of 1 s
+second = set(ray.get([worker_pid.remote() for _ in range(4)]))
+print(len(first), len(first & second))
+"""
+
+
+def test_the_local_ray_keeps_its_half_cpu_task_workers_between_tasks():
+    """Four half-CPU tasks on 2 CPUs hold four workers; Ray keeps two idle ones by default and killed the
+    rest after 1 s, so every pause in a run restarted workers (and their imports). init_ray keeps them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_idle_worker_killing_time_threshold_ms")}
+    done = subprocess.run([sys.executable, "-c", KEEP_WORKERS_PROBE], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    started, kept = map(int, done.stdout.split()[-2:])
+    assert (started, kept) == (4, 4)
+
+
+def test_cluster_worker_nodes_keep_idle_workers_as_the_local_ray_does():
+    import shlex
+
+    from rayspine.runtime import IDLE_WORKER_KEEP_MS
+
+    start = next(c for c in yaml.safe_load(CLUSTER_YAML.read_text())["worker_start_ray_commands"] if "ray start" in c)
+    words = shlex.split(start)
+    assert f"RAY_idle_worker_killing_time_threshold_ms={IDLE_WORKER_KEEP_MS}" in words[: words.index("ray")]

@@ -64,7 +64,8 @@ def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device) -
     import torch
     from monai.inferers import sliding_window_inference
 
-    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32, device=device)[None, None]
+    # A read-only input (an array from Ray's object store) is copied: torch does not take non-writable arrays.
+    x = torch.as_tensor(np.require(image, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]), device=device)[None, None]
     cuda = torch.device(device).type == "cuda"
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         logits = sliding_window_inference(

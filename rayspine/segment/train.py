@@ -76,6 +76,12 @@ def _cpu_state(net) -> dict:
 
 
 # --- the Ray Train worker loop ---------------------------------------------------------------------
+def _writable(item: dict) -> dict:
+    """A copy of an item's arrays: those of the object store are read-only views, which MONAI's
+    transforms hand to torch (undefined behaviour if written, and a UserWarning in every run)."""
+    return {k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in item.items()}
+
+
 def own_share(items: list, rank: int, world: int) -> list:
     """Rank ``rank``'s items: every ``world``-th, from ``rank``. Shares are equal in length (the first
     items repeat) so that DDP ranks take the same number of steps."""
@@ -106,8 +112,8 @@ def train_loop_per_worker(config: dict) -> None:
     cuda = device.type == "cuda"
 
     # The object store holds the prepared arrays once; each rank fetches and trains on its share only.
-    train_items = ray.get(own_share(config["train_refs"], rank, world))
-    val_items = ray.get(config["val_refs"][rank::world])
+    train_items = [_writable(item) for item in ray.get(own_share(config["train_refs"], rank, world))]
+    val_items = [_writable(item) for item in ray.get(config["val_refs"][rank::world])]
     placement = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
     workers = [None] * world
     if world > 1:
