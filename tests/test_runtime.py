@@ -81,19 +81,28 @@ def test_each_train_rank_fetches_only_its_own_share():
 
 
 KEEP_WORKERS_PROBE = """
-import os, time
+import os, tempfile, time
+from pathlib import Path
 from rayspine.runtime import init_ray
 init_ray(num_cpus=2)
 import ray
 
 @ray.remote(num_cpus=0.5)
-def worker_pid():
-    time.sleep(1.0)  # all four at once, so each holds a worker process of its own
+def worker_pid(barrier):
+    # Every task waits until all four run, so each holds a worker process of its own.
+    Path(barrier, str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(os.listdir(barrier)) < 4 and time.time() < deadline:
+        time.sleep(0.05)
     return os.getpid()
 
-first = set(ray.get([worker_pid.remote() for _ in range(4)]))
+def four_at_once():
+    barrier = tempfile.mkdtemp()
+    return set(ray.get([worker_pid.remote(barrier) for _ in range(4)]))
+
+first = four_at_once()
 time.sleep(4.0)  # idle for longer than Ray's default of 1 s
-second = set(ray.get([worker_pid.remote() for _ in range(4)]))
+second = four_at_once()
 print(len(first), len(first & second))
 """
 
