@@ -31,7 +31,7 @@ from ..io.archive import index_archive
 from ..io.gradings import load_narrowing
 from ..io.outputs import claim_output, done_keys, finish_tables, new_attempt, part_key, scan_statuses, write_block_parts, write_index
 from ..io.store import completed_parts, refresh_root_group
-from ..runtime import init_ray, scans_per_block
+from ..runtime import free_cpus_on_one_node, init_ray, scans_per_block
 from ..schema import ScanStatus
 from . import stages
 from .progress import Progress
@@ -82,6 +82,10 @@ def run_pipeline(
         total = len(todo)
         del todo
         dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, attempt, fail_at)
+        # Ray Data warns that the job "will hang" when Ray's resource view shows no free CPU as it starts,
+        # and right after another step's actors end (the demo's sweep trials) the view shows their CPUs
+        # as taken for another 50-100 ms: a warning about nothing, unless we wait for them to come back.
+        free_cpus_on_one_node(wait_s=3.0)
         with watch_parts(out, attempt, total):
             # Without an encoder the write asks for what the measure task asks for, so Ray fuses the two
             # (with Ray's default whole CPU it waited until every load and measure task had finished: no
