@@ -83,8 +83,9 @@ def run_pipeline(
         del todo
         dataset = build_graph(folder, out, Path(seg_dir), Path(ae_dir) if ae_dir else None, cfg, segment_stage, attempt, fail_at)
         # Ray Data warns that the job "will hang" when Ray's resource view shows no free CPU as it starts,
-        # and right after another step's actors end (the demo's sweep trials) the view shows their CPUs
-        # as taken for another 50-100 ms: a warning about nothing, unless we wait for them to come back.
+        # and for 50-100 ms after work ends (here the index files' metadata tasks that build_graph ran)
+        # the view still counts its CPUs: a warning about nothing, unless we wait for them to come back
+        # (at most 3 s where none will, e.g. a cluster that has still to launch its CPU nodes).
         free_cpus_on_one_node(wait_s=3.0)
         with watch_parts(out, attempt, total):
             # Without an encoder the write asks for what the measure task asks for, so Ray fuses the two
