@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 IDLE_WORKER_KEEP_MS = 60_000
 
 
+def keep_idle_workers() -> None:
+    """Set the local Ray to be started to keep idle workers ``IDLE_WORKER_KEEP_MS`` (a value the user set wins).
+
+    Ray keeps as many idle worker processes as CPUs and kills any others after 1 s idle, but the graph's
+    half-CPU tasks and CPU-free reads and writes run about twice as many: on 2 CPUs Ray killed and
+    restarted about ten workers per 128 scans, each importing the stages again (2.4 CPU-s). Kept for a
+    minute of idleness, the run took 81-82 s instead of 89-94 s, its first result 17-18 s instead of
+    24-25 s (bench/pipeline.md, session 9). cluster.yaml sets the same on its worker nodes.
+    """
+    os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", str(IDLE_WORKER_KEEP_MS))
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (set by ``ray job submit``), else start a local Ray."""
     # Load torch before Ray's core-worker threads start: seen here under `ray job submit`, torch's
@@ -38,13 +50,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
     else:
-        # Ray keeps as many idle worker processes as CPUs and kills any others after 1 s idle, but the
-        # graph's half-CPU tasks and CPU-free reads and writes run about twice as many: on 2 CPUs Ray
-        # killed and restarted about ten workers per 128 scans, each importing the stages again (2.4
-        # CPU-s). Kept for a minute of idleness, the run took 81-82 s instead of 89-94 s, its first
-        # result 17-18 s instead of 24-25 s (bench/pipeline.md, session 9). A value the user set wins;
-        # cluster.yaml sets it on its worker nodes.
-        os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", str(IDLE_WORKER_KEEP_MS))
+        keep_idle_workers()
         # The dashboard on loopback only (a free port from 8265 on): Ray Train's placement-group cleaner
         # asks the State API, which the dashboard serves, whether training still runs; without it, it
         # logged "State API may be temporarily unavailable" every second of `train-seg`. It costs ~1 s.

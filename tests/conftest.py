@@ -54,9 +54,9 @@ def ray_local():
     """One local Ray for the whole test session (starting Ray costs seconds)."""
     import ray
 
-    from rayspine.runtime import IDLE_WORKER_KEEP_MS
+    from rayspine.runtime import keep_idle_workers
 
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_idle_worker_killing_time_threshold_ms", str(IDLE_WORKER_KEEP_MS))  # as init_ray does
+        keep_idle_workers()  # as init_ray does
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
