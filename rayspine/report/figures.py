@@ -21,12 +21,15 @@ from matplotlib.figure import Figure  # noqa: E402
 SLICE_NAMES = ("sagittal", "coronal", "transverse")
 
 
-def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix) via a temporary file, then close it."""
+def save(fig: Figure, path: str | Path, dpi: int = 120, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix) via a temporary file, then close it.
+
+    ``tight`` crops the figure to what it draws, at the cost of one more rendering (a sixth of a QC
+    picture's time); a figure that lays itself out (``tight_layout``) does not need it."""
     from ..io.store import atomic_path
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format=Path(path).suffix.lstrip("."), dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return Path(path)
 

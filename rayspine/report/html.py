@@ -202,25 +202,41 @@ def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chose
     (relative to the report) for every chosen scan that has a picture."""
     out = Path(out)
     rows = scans[scans["status"] == ScanStatus.OK].drop_duplicates("scan_id").set_index("scan_id", drop=False)
-    links = {}
-    for scan_id in chosen:
-        path = qc_path(out, scan_id)
-        if not path.is_file():
-            row = rows.loc[scan_id]
-            mine = discs[discs["scan_id"] == scan_id]
-            names = dict(zip(mine["level"], qc.disc_names(mine)))
-            # The statuses only: they are fixed when the scan is measured, while the plausibility notes
-            # move with the archive (the report's table has them) and a picture drawn once would go stale.
-            flags = {level: status for level, status in zip(mine["level"], mine["status"]) if status != "ok"}
-            try:
-                image, labels, spacing = _scan_and_labels(out, row)
-            except Exception as err:  # an unreadable file or missing mask costs its picture, not the report
-                log.warning("no QC picture for %s: %s", scan_id, err)
-                continue
-            title = f"{scan_id} ({row.site})" if isinstance(row.site, str) else str(scan_id)
-            save(qc.qc_figure(image, labels, spacing, title, names, flags), path, dpi=100)
-        links[scan_id] = f"qc/{quote(scan_id)}.png"
-    return links
+    todo = [scan_id for scan_id in chosen if not qc_path(out, scan_id).is_file()]
+    calls = [(out, rows.loc[scan_id], discs[discs["scan_id"] == scan_id]) for scan_id in todo]
+    for scan_id, error in zip(todo, _draw_all(calls)):
+        if error:  # an unreadable file or missing mask costs its picture, not the report
+            log.warning("no QC picture for %s: %s", scan_id, error)
+    return {scan_id: f"qc/{quote(scan_id)}.png" for scan_id in chosen if qc_path(out, scan_id).is_file()}
+
+
+def draw_qc_picture(out: Path, row: pd.Series, mine: pd.DataFrame) -> str:
+    """Draw one scan's QC picture to ``OUT/qc/<scan_id>.png``; returns why not ('' when drawn)."""
+    names = dict(zip(mine["level"], qc.disc_names(mine)))
+    # The statuses only: they are fixed when the scan is measured, while the plausibility notes
+    # move with the archive (the report's table has them) and a picture drawn once would go stale.
+    flags = {level: status for level, status in zip(mine["level"], mine["status"]) if status != "ok"}
+    try:
+        image, labels, spacing = _scan_and_labels(out, row)
+    except Exception as err:  # noqa: BLE001 - reported by the caller, the other pictures go on
+        return str(err)
+    title = f"{row.scan_id} ({row.site})" if isinstance(row.site, str) else str(row.scan_id)
+    save(qc.qc_figure(image, labels, spacing, title, names, flags), qc_path(out, row.scan_id), dpi=100, tight=False)  # it lays itself out
+    return ""
+
+
+def _draw_all(calls: list[tuple]) -> list[str]:
+    """``draw_qc_picture`` for each call: as Ray tasks when this process is connected to a Ray with
+    CPUs free now (after a ``run``: a picture costs about a second of matplotlib, and a report draws up
+    to 40), else one after another here (starting a Ray, or waiting for an autoscaler's CPU nodes,
+    costs more than the pictures)."""
+    import ray
+
+    if len(calls) > 1 and ray.is_initialized() and ray.available_resources().get("CPU", 0) >= 2:
+        from ..runtime import ray_map
+
+        return ray_map(draw_qc_picture, calls)
+    return [draw_qc_picture(*call) for call in calls]
 
 
 # --- the page -------------------------------------------------------------------------------------

@@ -94,3 +94,39 @@ def test_a_run_that_resumes_and_scores_nothing_new_keeps_the_extra_sections(synt
     assert "22 scans" in summary
     page = (out / "report.html").read_text()
     assert "What the latent features encode" in page and "z0 ~ height_mm r=0.9" in page
+
+
+def test_qc_pictures_drawn_as_ray_tasks_are_those_drawn_here(synth_scored, tmp_path, ray_local, monkeypatch, caplog):
+    # After a run the report draws its pictures on the run's Ray, two at a time on 2 CPUs: the same
+    # pictures, and a scan that cannot be read costs its picture alone, as when they are drawn here.
+    import matplotlib.image
+
+    import rayspine.runtime
+
+    scans = pd.read_parquet(synth_scored / "scans.parquet")
+    discs = pd.read_parquet(synth_scored / "discs.parquet")
+    chosen = ["2_t1", "7_t1", "3_t1"]
+    scans.loc[scans.scan_id == "3_t1", "path"] = str(tmp_path / "gone.nii.gz")
+    tasks = []
+    real_map = rayspine.runtime.ray_map
+
+    def recording_map(fn, calls, **kwargs):
+        tasks.append(len(calls))
+        return real_map(fn, calls, **kwargs)
+
+    monkeypatch.setattr(rayspine.runtime, "ray_map", recording_map)
+    links = {}
+    for mode in ("ray", "here"):
+        out = tmp_path / mode
+        shutil.copytree(synth_scored, out)
+        shutil.rmtree(out / "qc")
+        if mode == "here":
+            monkeypatch.setattr(ray_local, "is_initialized", lambda: False)
+        with caplog.at_level("WARNING", logger="rayspine.report.html"):
+            caplog.clear()
+            links[mode] = report_html.write_qc_pictures(out, scans, discs, chosen)
+            assert "no QC picture for 3_t1" in caplog.text
+    assert tasks == [3]  # the Ray run drew all three as tasks; the other drew them here
+    assert links["ray"] == links["here"] == {"2_t1": "qc/2_t1.png", "7_t1": "qc/7_t1.png"}
+    for name in ("2_t1.png", "7_t1.png"):
+        assert (matplotlib.image.imread(tmp_path / "ray" / "qc" / name) == matplotlib.image.imread(tmp_path / "here" / "qc" / name)).all()
