@@ -227,8 +227,8 @@ def draw_qc_picture(out: Path, row: pd.Series, mine: pd.DataFrame) -> str:
 
 def _draw_all(calls: list[tuple]) -> list[str]:
     """``draw_qc_picture`` for each call: as Ray tasks when this process is connected to a Ray with
-    CPUs free now (after a ``run``: a picture costs about a second of matplotlib, and a report draws up
-    to 40), else one after another here (starting a Ray, or waiting for an autoscaler's CPU nodes,
+    CPUs free now (after a ``run``: a picture costs more than half a second of matplotlib, and a report
+    draws up to 40), else one after another here (starting a Ray, or waiting for an autoscaler's CPU nodes,
     costs more than the pictures)."""
     import ray
 

@@ -115,6 +115,7 @@ def test_qc_pictures_drawn_as_ray_tasks_are_those_drawn_here(synth_scored, tmp_p
         return real_map(fn, calls, **kwargs)
 
     monkeypatch.setattr(rayspine.runtime, "ray_map", recording_map)
+    assert rayspine.runtime.free_cpus_on_one_node(wait_s=10.0) >= 2  # the earlier tests' tasks and actors have given theirs back
     links = {}
     for mode in ("ray", "here"):
         out = tmp_path / mode
