@@ -81,6 +81,16 @@ def archive_of(n: int, cache: Path) -> Path:
     return root
 
 
+def run_options(n: int) -> argparse.ArgumentParser:
+    """The options of the scripts that time runs of the graph: the models, N and the archives' cache."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seg", type=Path, required=True)
+    parser.add_argument("--ae", type=Path)
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
+    return parser
+
+
 def run_loop(archive: Path, out: Path, seg: Path, ae: Path | None, cfg: Config) -> tuple[float, float]:
     """The same stage functions, one scan after another, in this process: (wall s, CPU s of all threads)."""
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -109,12 +119,8 @@ def _column(value):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seg", type=Path, required=True)
-    parser.add_argument("--ae", type=Path)
-    parser.add_argument("--n", type=int, default=32)
+    parser = run_options(n=32)
     parser.add_argument("--mode", choices=["loop", "pipeline", "both"], default="both")
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
     args = parser.parse_args()
     cfg = Config()
     archive = archive_of(args.n, args.cache)

@@ -11,7 +11,6 @@ about 2.4 CPU-s here) and the peak resident memory of them all.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
-from bench_pipeline import archive_of
+from bench_pipeline import archive_of, run_options
 
 from rayspine.config import Config
 from rayspine.pipeline.graph import run_pipeline
@@ -30,12 +29,7 @@ TASK_WORKER_NAMES = ("ray::IDLE", "ray::Map(", "ray::MapBatches(measure", "ray::
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seg", type=Path, required=True)
-    parser.add_argument("--ae", type=Path)
-    parser.add_argument("--n", type=int, default=128)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
-    args = parser.parse_args()
+    args = run_options(n=128).parse_args()
     archive = archive_of(args.n, args.cache)
     init_ray()
     me = psutil.Process()

@@ -11,7 +11,6 @@ bench/pipeline.md, session 10.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench_pipeline import archive_of
+from bench_pipeline import archive_of, run_options
 
 from rayspine.config import Config
 
@@ -52,12 +51,7 @@ def main() -> None:
     from rayspine.pipeline.graph import run_pipeline
     from rayspine.runtime import init_ray
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seg", type=Path, required=True)
-    parser.add_argument("--ae", type=Path)
-    parser.add_argument("--n", type=int, default=128)
-    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
-    args = parser.parse_args()
+    args = run_options(n=128).parse_args()
     archive = archive_of(args.n, args.cache)
     init_ray()
     out = Path(tempfile.mkdtemp(prefix="timeline-")) / "out"
