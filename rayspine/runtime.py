@@ -334,3 +334,15 @@ def ray_map(fn, calls: list[tuple], num_cpus: float = 1) -> list:
         return value
 
     return ray.get([task.remote(*(shared(a) for a in args)) for args in calls])
+
+
+def map_here_or_on_ray(fn, calls: list[tuple]) -> list:
+    """``[fn(*args) for args in calls]``: as Ray tasks (``ray_map``) when this process is already connected
+    to a Ray with CPUs free now (at the end of a ``run``), else one after another here. For work at the
+    end of a command (the report's pictures): starting a Ray, or waiting for an autoscaler's CPU nodes,
+    would cost more than the work."""
+    import ray
+
+    if len(calls) > 1 and ray.is_initialized() and ray.available_resources().get("CPU", 0) >= 2:
+        return ray_map(fn, calls)
+    return [fn(*args) for args in calls]

@@ -200,11 +200,14 @@ def _scan_and_labels(out: Path, row):
 def write_qc_pictures(out: Path, scans: pd.DataFrame, discs: pd.DataFrame, chosen: list[str]) -> dict[str, str]:
     """``OUT/qc/<scan_id>.png`` for the chosen scans that have none yet; returns scan id -> its link
     (relative to the report) for every chosen scan that has a picture."""
+    from ..runtime import map_here_or_on_ray
+
     out = Path(out)
     rows = scans[scans["status"] == ScanStatus.OK].drop_duplicates("scan_id").set_index("scan_id", drop=False)
     todo = [scan_id for scan_id in chosen if not qc_path(out, scan_id).is_file()]
     calls = [(out, rows.loc[scan_id], discs[discs["scan_id"] == scan_id]) for scan_id in todo]
-    for scan_id, error in zip(todo, _draw_all(calls)):
+    # After a run each picture (over half a second of matplotlib, up to 40 of them) is a task on its Ray.
+    for scan_id, error in zip(todo, map_here_or_on_ray(draw_qc_picture, calls)):
         if error:  # an unreadable file or missing mask costs its picture, not the report
             log.warning("no QC picture for %s: %s", scan_id, error)
     return {scan_id: f"qc/{quote(scan_id)}.png" for scan_id in chosen if qc_path(out, scan_id).is_file()}
@@ -223,20 +226,6 @@ def draw_qc_picture(out: Path, row: pd.Series, mine: pd.DataFrame) -> str:
     title = f"{row.scan_id} ({row.site})" if isinstance(row.site, str) else str(row.scan_id)
     save(qc.qc_figure(image, labels, spacing, title, names, flags), qc_path(out, row.scan_id), dpi=100, tight=False)  # it lays itself out
     return ""
-
-
-def _draw_all(calls: list[tuple]) -> list[str]:
-    """``draw_qc_picture`` for each call: as Ray tasks when this process is connected to a Ray with
-    CPUs free now (after a ``run``: a picture costs more than half a second of matplotlib, and a report
-    draws up to 40), else one after another here (starting a Ray, or waiting for an autoscaler's CPU nodes,
-    costs more than the pictures)."""
-    import ray
-
-    if len(calls) > 1 and ray.is_initialized() and ray.available_resources().get("CPU", 0) >= 2:
-        from ..runtime import ray_map
-
-        return ray_map(draw_qc_picture, calls)
-    return [draw_qc_picture(*call) for call in calls]
 
 
 # --- the page -------------------------------------------------------------------------------------
