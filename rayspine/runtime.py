@@ -318,14 +318,23 @@ def free_cpus_on_one_node(wait_s: float = 3.0) -> int:
 
 
 def ray_map(fn, calls: list[tuple], num_cpus: float = 1) -> list:
-    """``[fn(*args) for args in calls]`` as Ray tasks of ``num_cpus`` each, results in order.
+    """``[fn(*args) for args in calls]`` as Ray tasks of ``num_cpus`` each, results in order."""
+    results: list = [None] * len(calls)
+    for index, result in ray_map_as_completed(fn, calls, num_cpus):
+        results[index] = result
+    return results
+
+
+def ray_map_as_completed(fn, calls: list[tuple], num_cpus: float = 1, num_gpus: float = 0):
+    """``(index, fn(*calls[index]))`` as each Ray task of ``num_cpus`` (and ``num_gpus``) finishes, so that
+    a caller can keep each result at once (a long run that fails late loses only the unfinished tasks).
 
     Each distinct argument array is put in the object store once, however many calls share it.
     """
     import ray
 
     init_ray()
-    task = ray.remote(num_cpus=num_cpus)(fn)
+    task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(fn)
     refs: dict[int, object] = {}
 
     def shared(value):
@@ -333,7 +342,10 @@ def ray_map(fn, calls: list[tuple], num_cpus: float = 1) -> list:
             return refs.setdefault(id(value), ray.put(value))
         return value
 
-    return ray.get([task.remote(*(shared(a) for a in args)) for args in calls])
+    pending = {task.remote(*(shared(a) for a in args)): index for index, args in enumerate(calls)}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        yield pending.pop(done[0]), ray.get(done[0])
 
 
 def map_here_or_on_ray(fn, calls: list[tuple]) -> list:

@@ -9,35 +9,44 @@ shape. Each disc is scored once per method by a model that never saw its patient
 
 Writes ``heldout_discs.csv`` (one row per disc and method), ``heldout.csv`` (mean IoU and Dice per
 method with a t interval over discs and a bootstrap interval over people) and ``heldout.png``
-(held-out IoU against bottleneck size, autoencoder beside PCA).
+(held-out IoU against bottleneck size, autoencoder beside PCA). Each finished autoencoder fold is kept
+at once in ``folds/bn<k>_fold<f>.json``; a re-run into the same folder with the same crops and settings
+trains only the folds that are missing (adding a bottleneck trains only its folds).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import Config
-from ..io.store import write_text_atomic
+from ..io.cards import data_hash
+from ..io.store import write_json_atomic, write_text_atomic
 from ..report import figures
-from ..runtime import ray_map
+from ..runtime import cluster_capacity, init_ray, ray_map_as_completed
 from ..stats import mean_grouped_bootstrap_ci, mean_t_ci, overlap_scores
 from .baselines import baseline_predictions, subject_folds
-from .sweep import load_crops
+from .sweep import jsonable_config, load_crops, trial_resources
 from .train import train_autoencoder
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["method", "bottleneck", "n_discs", "n_patients", "iou", "iou_lo", "iou_hi", "iou_people_lo", "iou_people_hi", "dice"]
 
 
-def heldout_fold(crops: np.ndarray, train: np.ndarray, test: np.ndarray, bottleneck: int, ae_cfg) -> np.ndarray:
+FOLDS_DIR = "folds"  # one finished autoencoder fold per file: bn<k>_fold<f>.json
+
+
+def heldout_fold(crops: np.ndarray, train: np.ndarray, test: np.ndarray, bottleneck: int, ae_cfg, threads: int = 1) -> np.ndarray:
     """Per-disc IoU of ``crops[test]`` reconstructed by an autoencoder trained on ``crops[train]`` (eval mode)."""
     import torch
 
-    torch.set_num_threads(1)  # one task per core: bottlenecks x folds run side by side
+    torch.set_num_threads(threads)  # bottlenecks x folds run side by side, each on the cores Ray gave it
     return train_autoencoder(crops[train], bottleneck, ae_cfg, heldout=crops[test]).heldout_iou
 
 
@@ -56,16 +65,23 @@ def summarise(per_disc: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 def run_heldout(crop_dirs: list[Path], out: Path, cfg: Config, folds: int = 5) -> pd.DataFrame:
     """Held-out reconstruction by person for ``cfg.ae.bottlenecks``; returns the summary table."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / FOLDS_DIR).mkdir(parents=True, exist_ok=True)
     crops, meta = load_crops(crop_dirs)
-    splits = subject_folds(meta["patient_id"].astype(str).to_numpy(), folds)
+    patients = meta["patient_id"].astype(str).to_numpy()
+    splits = subject_folds(patients, folds)
     bottlenecks = [int(k) for k in cfg.ae.bottlenecks]
     log.info("held-out: %d discs of %d people, %d folds, bottlenecks %s", len(crops), meta["patient_id"].nunique(), folds, bottlenecks)
+    # What a kept fold was computed from: the crops, who is who, the folds and the training settings
+    # (not the list of bottlenecks, so that adding one keeps the others).
+    signature = data_hash(crops, list(patients), folds, jsonable_config(replace(cfg.ae, bottlenecks=())))
     jobs = [(k, f) for k in bottlenecks for f in range(folds)]
-    ae_iou = ray_map(heldout_fold, [(crops, splits[f][0], splits[f][1], k, cfg.ae) for k, f in jobs])  # crops sent once
+    ae_iou = {job: _kept_fold(out, *job, signature) for job in jobs}
+    todo = [job for job in jobs if ae_iou[job] is None]
+    if todo:
+        _train_folds(crops, splits, todo, cfg, out, signature, ae_iou)
 
     parts = []
-    for (k, f), iou in zip(jobs, ae_iou):
+    for (k, f), iou in ae_iou.items():
         parts.append(_rows(meta.iloc[splits[f][1]], "autoencoder", k, f, {"iou": iou, "dice": 2 * iou / (1 + iou)}))
     for f, (train, test) in enumerate(splits):
         for name, predicted in baseline_predictions(crops[train], crops[test], pca_components=bottlenecks).items():
@@ -77,6 +93,39 @@ def run_heldout(crop_dirs: list[Path], out: Path, cfg: Config, folds: int = 5) -
     write_text_atomic(summary.to_csv(index=False, float_format="%.4f"), out / "heldout.csv")
     figures.save(figures.heldout_iou(summary), out / "heldout.png")
     return summary
+
+
+def _train_folds(crops: np.ndarray, splits: list, todo: list[tuple[int, int]], cfg: Config, out: Path, signature: str, ae_iou: dict) -> None:
+    """Train the autoencoder folds of ``todo`` as Ray tasks, keeping each as it finishes, with progress."""
+    init_ray()  # joins the cluster of RAY_ADDRESS, else a local Ray
+    capacity = cluster_capacity()
+    resources, threads = trial_resources(len(todo), {"CPU": capacity.cpus, "GPU": capacity.gpus}, capacity.node_cpus, cfg.resources.use_gpu)
+    if "gpu" not in resources and resources["cpu"] < 1:
+        # More folds than cores: whole cores each, the rest queue (twenty torch processes on two cores thrash).
+        resources, threads = {"cpu": 1.0}, 1
+    log.info("held-out: %d autoencoder folds to train, each %s, %d torch thread(s)", len(todo), resources, threads)
+    calls = [(crops, splits[f][0], splits[f][1], k, cfg.ae, threads) for k, f in todo]  # crops sent once
+    started = time.perf_counter()
+    for done, (index, iou) in enumerate(ray_map_as_completed(heldout_fold, calls, resources["cpu"], resources.get("gpu", 0)), start=1):
+        k, f = todo[index]
+        ae_iou[(k, f)] = np.asarray(iou, dtype=float)
+        write_json_atomic({"signature": signature, "bottleneck": k, "fold": f, "iou": ae_iou[(k, f)].tolist()}, _fold_file(out, k, f))
+        minutes = (time.perf_counter() - started) / 60
+        log.info("held-out: bottleneck %d fold %d: mean IoU %.3f (%d of %d, %.1f min, about %.0f min left)",
+                 k, f, ae_iou[(k, f)].mean(), done, len(todo), minutes, minutes / done * (len(todo) - done))  # fmt: skip
+
+
+def _fold_file(out: Path, bottleneck: int, fold: int) -> Path:
+    return out / FOLDS_DIR / f"bn{bottleneck}_fold{fold}.json"
+
+
+def _kept_fold(out: Path, bottleneck: int, fold: int, signature: str) -> np.ndarray | None:
+    """The per-disc IoUs of an earlier run of this fold with the same crops and settings, else None."""
+    path = _fold_file(out, bottleneck, fold)
+    if not path.is_file():
+        return None
+    kept = json.loads(path.read_text())
+    return np.asarray(kept["iou"], dtype=float) if kept.get("signature") == signature else None
 
 
 def _rows(meta: pd.DataFrame, method: str, bottleneck: int | None, fold: int, scores: dict) -> pd.DataFrame:

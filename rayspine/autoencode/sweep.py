@@ -141,13 +141,13 @@ def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spaci
         folder,
         spacing_mm=spacing,
         config_digest=digest,
-        extra={"ae_config": _jsonable(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
+        extra={"ae_config": jsonable_config(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
     )
     write_text_atomic(pd.DataFrame(result.history).to_csv(index=False), folder / HISTORY_FILE)  # the epoch curve
     tune.report({"bottleneck": k, "done": True, **result.metrics()})
 
 
-def _jsonable(ae) -> dict:
+def jsonable_config(ae) -> dict:
     from dataclasses import asdict
 
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(ae).items()}
@@ -184,7 +184,7 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
     held = split_heldout(meta, cfg.ae.heldout_fraction, cfg.ae.seed)
     train, heldout = crops[~held], (crops[held] if held.any() else None)
     digest = data_hash(train, heldout)
-    ae_json = _jsonable(cfg.ae)
+    ae_json = jsonable_config(cfg.ae)
     meta.assign(heldout=held).to_csv(out / "discs_used.csv", index=False)
     log.info("sweep: %d training discs, %d held out, bottlenecks %s", len(train), int(held.sum()), cfg.ae.bottlenecks)
 

@@ -34,3 +34,25 @@ def test_heldout_scores_each_disc_once_per_method_beside_pca(tmp_path, ray_local
     assert at.loc[("pca", 4), "iou"] > summary.loc[summary.method == "mean", "iou"].iloc[0]
     assert np.isclose(per_disc.loc[per_disc.method == "autoencoder", "dice"], 2 * per_disc.loc[per_disc.method == "autoencoder", "iou"] / (1 + per_disc.loc[per_disc.method == "autoencoder", "iou"])).all()
     assert (tmp_path / "heldout" / "heldout.png").stat().st_size > 1000
+
+
+def test_a_rerun_keeps_finished_folds_and_trains_only_what_changed(tmp_path, ray_local):
+    torch.set_num_threads(1)
+    crops = disc_phantoms(8, seed=3)
+    folder = _crop_folder(tmp_path / "measured", {f"s{i}": crops[2 * i : 2 * i + 2] for i in range(4)})
+    cfg = Config().replace(ae={"bottlenecks": (4,), "max_epochs": 1, "channels": (4, 8, 8, 8), "target_iou": 1.01})
+    out = tmp_path / "heldout"
+    first = run_heldout([folder], out, cfg, folds=2)
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "folds").iterdir()}
+    assert sorted(kept) == ["bn4_fold0.json", "bn4_fold1.json"]
+
+    # The same settings plus one more bottleneck: bottleneck 4's folds are reused as they are, 3's trained.
+    second = run_heldout([folder], out, cfg.replace(ae={"bottlenecks": (4, 3)}), folds=2)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "folds").glob("bn4_*")} == kept
+    assert sorted(p.name for p in (out / "folds").glob("bn3_*")) == ["bn3_fold0.json", "bn3_fold1.json"]
+    same = [t[(t.method == "autoencoder") & (t.bottleneck == 4)].reset_index(drop=True) for t in (first, second)]
+    pd.testing.assert_frame_equal(*same)
+
+    # Other training settings: the kept folds do not apply and are trained again.
+    run_heldout([folder], out, cfg.replace(ae={"max_epochs": 2}), folds=2)
+    assert all((out / "folds" / name).stat().st_mtime_ns != mtime for name, mtime in kept.items())
