@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rayspine.autoencode.heldout import run_heldout
+from rayspine.autoencode.heldout import run_heldout, summarise
 from rayspine.config import Config
 from tests.autoencode.test_sweep import _crop_folder
 from tests.autoencode.test_train import disc_phantoms
@@ -56,3 +56,17 @@ def test_a_rerun_keeps_finished_folds_and_trains_only_what_changed(tmp_path, ray
     # Other training settings: the kept folds do not apply and are trained again.
     run_heldout([folder], out, cfg.replace(ae={"max_epochs": 2}), folds=2)
     assert all((out / "folds" / name).stat().st_mtime_ns != mtime for name, mtime in kept.items())
+
+
+def test_summary_pairs_the_autoencoder_with_pca_of_its_size_disc_by_disc():
+    discs = pd.DataFrame({"scan_id": ["a", "a", "b", "b"], "patient_id": ["p", "p", "q", "q"], "level": [1, 2, 1, 2]})
+    pca4 = np.array([0.70, 0.60, 0.80, 0.75])
+    gain = np.array([0.10, 0.10, 0.10, -0.10])  # better on 3 of 4 discs, +0.05 on average
+    tables = [discs.assign(method="pca", bottleneck=4, iou=pca4), discs.assign(method="pca", bottleneck=8, iou=pca4 + 0.2),
+              discs.assign(method="autoencoder", bottleneck=4, iou=pca4 + gain), discs.assign(method="mean", bottleneck=None, iou=0.5)]  # fmt: skip
+    per_disc = pd.concat(tables, ignore_index=True).assign(dice=lambda t: 2 * t.iou / (1 + t.iou))
+    summary = summarise(per_disc).set_index(["method", "bottleneck"])
+    ae = summary.loc[("autoencoder", 4)]
+    assert np.isclose(ae["vs_pca"], 0.05) and np.isclose(ae["better_than_pca"], 0.75)  # against PCA-4, not PCA-8
+    assert ae["vs_pca_lo"] < 0.05 < ae["vs_pca_hi"] and ae["vs_pca_people_lo"] <= 0.05 <= ae["vs_pca_people_hi"]
+    assert summary.drop(index=("autoencoder", 4))["vs_pca"].isna().all()
