@@ -34,6 +34,8 @@ def test_heldout_scores_each_disc_once_per_method_beside_pca(tmp_path, ray_local
     assert at.loc[("pca", 4), "iou"] > summary.loc[summary.method == "mean", "iou"].iloc[0]
     assert np.isclose(per_disc.loc[per_disc.method == "autoencoder", "dice"], 2 * per_disc.loc[per_disc.method == "autoencoder", "iou"] / (1 + per_disc.loc[per_disc.method == "autoencoder", "iou"])).all()
     assert (tmp_path / "heldout" / "heldout.png").stat().st_size > 1000
+    table = (tmp_path / "heldout" / "heldout.md").read_text()
+    assert "| autoencoder, bottleneck 4 | 12 | 6 |" in table and "| PCA, 4 components | 12 | 6 |" in table
 
 
 def test_a_rerun_keeps_finished_folds_and_trains_only_what_changed(tmp_path, ray_local):
