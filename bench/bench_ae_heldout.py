@@ -117,7 +117,7 @@ def cmd_ae(args) -> None:
         validation = crops[val]
     cfg = AEConfig(
         max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
-        weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
+        augment_rotate_deg=args.rotate, augment_scale=args.scale, weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
         seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
     )
     print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
@@ -372,6 +372,8 @@ def main() -> None:
     a.add_argument("--inner-val", action="store_true", help="hold out inner-validation people (scored) without early stopping")
     a.add_argument("--weight-decay", type=float, default=0.0)
     a.add_argument("--augment", action="store_true", help="left-right flips")
+    a.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees about each axis")
+    a.add_argument("--scale", type=float, default=0.0, help="random stretch of each axis by up to 1 +- this")
     a.add_argument("--shift", type=int, default=0, help="random roll of up to this many voxels per axis")
     a.add_argument("--lr", type=float, default=1e-3)
     a.add_argument("--lr-patience", type=int, default=0)

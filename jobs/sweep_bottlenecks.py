@@ -7,6 +7,7 @@
 from common import job_parser, run_job
 
 from rayspine.autoencode.sweep import run_sweep
+from rayspine.config import ae_overrides
 
 
 def arguments():
@@ -16,6 +17,7 @@ def arguments():
     parser.add_argument("--bottleneck", type=int, nargs="+", help="sizes to sweep (default 64 8 4 3)")
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--model", help="registered autoencoder network (default conv)")
+    parser.add_argument("--paper-recipe", action="store_true", help="the paper's training: constant rate, no augmentation, until IoU > 0.995")
     return parser
 
 
@@ -25,7 +27,7 @@ def main(args):
         ["crops"],
         "out",
         lambda cfg, crops, out: run_sweep(crops, out, cfg),
-        overrides={"ae": {"bottlenecks": tuple(args.bottleneck) if args.bottleneck else None, "max_epochs": args.max_epochs, "model": args.model}},
+        overrides={"ae": ae_overrides(args.paper_recipe, bottlenecks=tuple(args.bottleneck) if args.bottleneck else None, max_epochs=args.max_epochs, model=args.model)},
     )
 
 

@@ -1,5 +1,6 @@
-"""The paper's steps 2, 3 and 5 replicated on the 190 real discs of ../shared (issue 14.5), with the CLI's
-defaults: hours on 2 CPU cores, so behind ``-m slow``. bench/bench_replication.py is the same run."""
+"""The paper's steps 2, 3 and 5 replicated on the 190 real discs of ../shared (issue 14.5), trained with the
+paper's recipe (``train-ae --paper-recipe``): hours on 2 CPU cores, so behind ``-m slow``.
+bench/bench_replication.py is the same run."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _bench():
 
 def test_replication_table_on_real_discs(tmp_path):
     require(SHARED_DATA / "ribeirao_ivd_masks" / "masks")
-    result = _bench().run(tmp_path, [64, 8, 4, 3], None)
+    result = _bench().run(tmp_path, [64, 8, 4, 3], None, paper_recipe=True)
     assert sorted(result["convergence"]) == [3, 4, 8, 64]
     for size in result["convergence"].values():
         assert 0.5 < size["train_iou"] <= 1 and size["ci"][0] <= size["train_iou"] <= size["ci"][1]

@@ -143,10 +143,41 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def augment_batch(batch: np.ndarray, rng: np.random.Generator, flips: bool = True, shift: int = 0) -> np.ndarray:
+def random_affine(crop: np.ndarray, rng: np.random.Generator, rotate_deg: float, scale: float) -> np.ndarray:
+    """The crop turned by up to ``rotate_deg`` about each axis and stretched by a factor of up to
+    ``1 +- scale`` along each, about its centre of mass (trilinear, kept where >= 0.5).
+
+    A disc of another person is, to first order, this one at another tilt and size; the rotations and
+    scalings are those of real discs (``bench/ae_heldout.md``). Only the disc's box, widened by as far
+    as the transform can move a voxel, is resampled: the rest of the crop stays background.
+    """
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    voxels = np.argwhere(crop)
+    if len(voxels) == 0:
+        return crop
+    angles = rng.uniform(-rotate_deg, rotate_deg, 3)
+    stretch = 1.0 + rng.uniform(-scale, scale, 3)
+    # affine_transform maps each output index o to the input index M o + offset: M is the inverse map.
+    matrix = Rotation.from_euler("xyz", angles, degrees=True).as_matrix() / stretch[None, :]
+    centre = voxels.mean(axis=0)
+    reach = np.abs(voxels - centre).max() * (np.sin(np.radians(rotate_deg)) * np.sqrt(2) + scale / (1 - scale)) + 2
+    low = np.maximum(voxels.min(axis=0) - int(np.ceil(reach)), 0)
+    high = np.minimum(voxels.max(axis=0) + int(np.ceil(reach)) + 1, crop.shape)
+    offset = centre - matrix @ centre + matrix @ low
+    out = np.zeros_like(crop)
+    moved = ndimage.affine_transform(crop.astype(np.float32), matrix, offset=offset, output_shape=tuple(high - low), order=1)
+    out[tuple(slice(a, b) for a, b in zip(low, high))] = moved >= 0.5
+    return out
+
+
+def augment_batch(batch: np.ndarray, rng: np.random.Generator, flips: bool = True, shift: int = 0, rotate_deg: float = 0.0, scale: float = 0.0) -> np.ndarray:
     if flips:
         flip = rng.random(len(batch)) < 0.5
         batch = np.stack([flip_left_right(c) if f else c for c, f in zip(batch, flip)])
+    if rotate_deg > 0 or scale > 0:
+        batch = np.stack([random_affine(c, rng, rotate_deg, scale) for c in batch])
     if shift > 0:  # crops are zero-padded around the disc, so a small roll moves the disc, cuts nothing
         moves = rng.integers(-shift, shift + 1, size=(len(batch), 3))
         batch = np.stack([np.roll(c, tuple(m), axis=(0, 1, 2)) for c, m in zip(batch, moves)])
@@ -251,8 +282,8 @@ def train_autoencoder(
         for start in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[start : start + cfg.batch_size])
             batch = crops[idx]
-            if cfg.augment or cfg.augment_shift > 0:
-                batch = augment_batch(batch, rng, flips=cfg.augment, shift=cfg.augment_shift)
+            if cfg.augment or cfg.augment_shift > 0 or cfg.augment_rotate_deg > 0 or cfg.augment_scale > 0:
+                batch = augment_batch(batch, rng, cfg.augment, cfg.augment_shift, cfg.augment_rotate_deg, cfg.augment_scale)
             x = to_batch(batch, device, channels_last)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -343,7 +374,7 @@ def train_autoencoder(
 def _training_settings(cfg: AEConfig) -> dict:
     """The settings that change the weights; a checkpoint made with others is not resumed."""
     keep = ("model", "channels", "batch_size", "learning_rate", "augment", "seed", "target_iou", "precise_bn", "lr_patience")
-    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift", "lr_cosine") if getattr(cfg, k))  # only when set
+    keep += tuple(k for k in ("weight_decay", "val_patience", "augment_shift", "augment_rotate_deg", "augment_scale", "lr_cosine") if getattr(cfg, k))  # only when set
     if cfg.lr_cosine:
         keep += ("max_epochs",)  # the cosine's length: another max_epochs is another learning-rate curve
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in keep}

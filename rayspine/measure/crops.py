@@ -12,15 +12,16 @@ Spacing = tuple[float, float, float]
 
 
 def crop_disc(
-    disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing = (1.4, 1.2, 1.5), size: int = 64, method: str = "nearest"
+    disc_mask: np.ndarray, spacing: Spacing, target_spacing: Spacing = (1.4, 1.2, 1.5), size: int = 64, method: str = "slices"
 ) -> tuple[np.ndarray | None, str, str]:
     """The disc resampled to ``target_spacing``, centred at its centre of mass in a zero-padded
     ``size``^3 uint8 array (1 = disc). Returns ``(crop, status, message)``; a disc that does not fit
     gives ``(None, "too_large", why)``: it is never cut.
 
-    ``method`` is how the mask is resampled (``measure.resampling.METHODS``): ``"nearest"`` neighbour,
-    ``"distance"`` (its signed distance map interpolated and thresholded at 0: no staircases from thick
-    slices), or ``"linear"``. The centre of mass is that of the source mask in every case.
+    ``method`` is how the mask is resampled (``measure.resampling.METHODS``): ``"slices"`` (shape-based
+    interpolation between the slices: no staircases from thick slices, the config's default),
+    ``"nearest"`` neighbour, ``"distance"`` or ``"linear"``. The centre of mass is that of the source mask
+    in every case.
 
     Crop voxel i along an axis sits at ``com + (i - (size - 1) / 2) * target`` mm, so the centre of mass
     falls at the crop's centre, (size - 1) / 2.
@@ -46,6 +47,10 @@ def crop_disc(
     # whatever rounding the arithmetic left (crops of any size then agree voxel for voxel).
     offset = (com - (size - 1) / 2.0 * dst) / src + 1e-6
     crop = sample_mask(mask, spacing, scale, offset, (size,) * 3, method)
+    if not crop.any() and method != "nearest":
+        # An interpolated outline can pass between the samples of a piece barely a canonical voxel across
+        # (a speck, a thin sheet): rather than lose it, keep whatever nearest neighbour puts on a sample.
+        crop = sample_mask(mask, spacing, scale, offset, (size,) * 3, "nearest")
     if not crop.any():  # smaller than a canonical voxel: the resampling keeps none of it
         return None, DiscStatus.TOO_SMALL, "disc vanishes on the canonical grid (smaller than a voxel)"
     return crop, DiscStatus.OK, ""

@@ -2,7 +2,7 @@
 
 The crops are the project's own (``measure_mask`` on the 0.43 x 0.43 x 4.4 mm masks of
 ../shared/data/ribeirao_ivd_masks); training people and held-out people never overlap. Small and short
-on purpose (one torch thread, well under a minute): the full 5-fold figure is ``bench/bench_ae_heldout.py``.
+on purpose (one torch thread, about a minute): the full 5-fold figure is ``bench/bench_ae_heldout.py``.
 The floors were measured on this data with margin (bench/ae_heldout.md, "real-data test").
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayspine.autoencode.baselines import mean_shape
+from rayspine.autoencode.baselines import mean_shape, pca_reconstruct
 from rayspine.autoencode.train import train_autoencoder
 from rayspine.config import AEConfig, Config
 from rayspine.io.scans import read_scan
@@ -24,7 +24,7 @@ from tests.conftest import SHARED_DATA, require
 
 MASKS = SHARED_DATA / "ribeirao_ivd_masks" / "masks"
 TRAIN_PEOPLE, HELDOUT_PEOPLE = 4, 2  # the first six subjects by file name: 20 training discs, 10 held out
-EPOCHS = 30
+EPOCHS = 60
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def trained(real_crops):
     torch.set_num_threads(1)
     crops, people = real_crops
     train = np.isin(people, np.unique(people)[:TRAIN_PEOPLE])
-    # Paper settings (Adam 1e-3, batch 4, BCE, bottleneck 4), scored once, after the last epoch.
-    cfg = AEConfig(max_epochs=EPOCHS, eval_every=EPOCHS, target_iou=1.01, seed=0, lr_cosine=False)  # pinned: the floors were measured so
+    # The default recipe (the paper's network, Adam 1e-3, batch 4, BCE; flips, turns and stretches, cosine
+    # decay) with a shorter budget, bottleneck 4, scored once, after the last epoch.
+    cfg = AEConfig(max_epochs=EPOCHS, eval_every=EPOCHS, target_iou=1.01)
     result = train_autoencoder(crops[train], 4, cfg, heldout=crops[~train])
     return crops[train], crops[~train], result
 
@@ -62,7 +63,9 @@ def test_autoencoder_learns_real_discs_and_beats_the_mean_shape_on_unseen_people
     train, heldout, result = trained
     assert result.epochs == EPOCHS and len(result.heldout_iou) == len(heldout)
     mean_iou = iou_per_item(heldout, mean_shape(train, len(heldout))).mean()
-    print(f"train IoU {result.train_iou.mean():.4f}, held-out IoU {result.heldout_iou.mean():.4f}, mean shape {mean_iou:.4f}")
-    # Measured (this seed, one thread): training IoU 0.749, held-out 0.692, mean shape 0.506.
-    assert result.train_iou.mean() > 0.70
-    assert result.heldout_iou.mean() > mean_iou + 0.10
+    pca_iou = iou_per_item(heldout, pca_reconstruct(train, heldout, 4)).mean()
+    print(f"train IoU {result.train_iou.mean():.4f}, held-out IoU {result.heldout_iou.mean():.4f}, PCA-4 {pca_iou:.4f}, mean shape {mean_iou:.4f}")
+    # Measured (session 11, one thread, default recipe and crops): training IoU 0.788, held-out 0.716, PCA-4
+    # 0.705, mean shape 0.515. (The paper's recipe on nearest-neighbour crops, 30 epochs: 0.749, 0.692.)
+    assert result.train_iou.mean() > 0.75
+    assert result.heldout_iou.mean() > mean_iou + 0.15

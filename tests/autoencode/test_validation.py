@@ -1,4 +1,4 @@
-"""train_autoencoder's options for held-out work: validation early stop, weight decay, shift augmentation."""
+"""train_autoencoder's options for held-out work: validation early stop, weight decay, shift and affine augmentation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayspine.autoencode.train import augment_batch, evaluate_iou, train_autoencoder
+from rayspine.autoencode.train import augment_batch, evaluate_iou, random_affine, train_autoencoder
 from rayspine.config import AEConfig
 from tests.autoencode.test_train import disc_phantoms
 
@@ -49,6 +49,44 @@ def test_shift_augmentation_moves_crops_by_at_most_n_voxels(phantoms):
         assert after.sum() == before.sum()
         com_b, com_a = np.argwhere(before).mean(0), np.argwhere(after).mean(0)
         assert np.all(np.abs(com_a - com_b) <= 1 + 1e-9)
+
+
+class _Draws:
+    """A stand-in for numpy's Generator whose ``uniform`` returns given values (in the order asked)."""
+
+    def __init__(self, *values):
+        self.values = [np.asarray(v, dtype=float) for v in values]
+
+    def uniform(self, low, high, size):
+        return self.values.pop(0)
+
+
+def _slab(semi=(14.0, 12.0, 4.0), size=64) -> np.ndarray:
+    x, y, z = np.meshgrid(*(np.arange(size) - (size - 1) / 2,) * 3, indexing="ij")
+    return ((x / semi[0]) ** 2 + (y / semi[1]) ** 2 + (z / semi[2]) ** 2 <= 1).astype(np.uint8)
+
+
+def _normal_tilt_deg(crop: np.ndarray) -> float:
+    """Angle between the crop's thinnest principal axis and axis 2 (the slab's normal before turning)."""
+    points = np.argwhere(crop).astype(float)
+    _, vectors = np.linalg.eigh(np.cov((points - points.mean(0)).T))
+    return float(np.degrees(np.arccos(abs(vectors[2, 0]))))
+
+
+def test_affine_augmentation_turns_and_stretches_by_the_drawn_amounts():
+    slab = _slab()
+    assert np.array_equal(random_affine(slab, np.random.default_rng(0), 0.0, 0.0), slab)
+    # 12 degrees about axis 0 (the angles are drawn first, then the stretches): the normal tilts by 12.
+    turned = random_affine(slab, _Draws([12.0, 0.0, 0.0], [0.0, 0.0, 0.0]), 15.0, 0.1)
+    assert _normal_tilt_deg(turned) == pytest.approx(12.0, abs=1.0)
+    assert turned.sum() == pytest.approx(slab.sum(), rel=0.03)
+    # Axis 0 stretched by 1.1, axis 1 shrunk by 0.9: extents and volume follow, the centre stays.
+    stretched = random_affine(slab, _Draws([0.0, 0.0, 0.0], [0.1, -0.1, 0.0]), 15.0, 0.1)
+    extent = lambda crop, axis: np.ptp(np.argwhere(crop)[:, axis]) + 1  # noqa: E731
+    assert extent(stretched, 0) / extent(slab, 0) == pytest.approx(1.1, abs=0.05)
+    assert extent(stretched, 1) / extent(slab, 1) == pytest.approx(0.9, abs=0.05)
+    assert stretched.sum() / slab.sum() == pytest.approx(0.99, abs=0.03)
+    np.testing.assert_allclose(np.argwhere(stretched).mean(0), np.argwhere(slab).mean(0), atol=0.3)
 
 
 def test_eval_every_scores_fewer_epochs_and_trains_the_same_weights(phantoms):
