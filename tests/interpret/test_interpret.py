@@ -219,3 +219,11 @@ def test_paper_claims_put_our_figures_beside_the_papers():
     # Bottleneck 3 converging too refutes the claim; with only 4 trained it is not tested.
     assert "| 4 is the smallest bottleneck that converges | 4 | 3 | no |" in claims_markdown(paper_claims(*_claims_inputs({4: True, 3: True})))
     assert "not tested (sizes trained: 4) | not tested |" in claims_markdown(paper_claims(*_claims_inputs({4: False})))
+    # Stopped before the paper's epoch (the default recipe's budget): neither claim is tested.
+    short = paper_claims(*_claims_inputs({64: False, 4: False, 3: False}))
+    for size in short["convergence"].values():
+        size["epochs"] = 60
+    table = claims_markdown(short)
+    assert "| bottleneck 4 converges (IoU > 0.995) | epoch 350 | not converged in 60 epochs" in table and "| not tested (60 epochs trained;" in table
+    assert "| 4 is the smallest bottleneck that converges | 4 | none converged, sizes 4, 64 trained for fewer epochs than the paper's | not tested |" in table
+    assert claims_markdown(json.loads(json.dumps(short))) == table

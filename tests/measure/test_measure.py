@@ -346,3 +346,25 @@ def test_same_discs_give_the_same_rows_in_every_scheme_all_real_masks():
 
     for path in sorted(require(REAL_MASKS).glob("*.nii.gz")):
         _same_discs_in_every_scheme(read_scan(path, check_voxels=False))
+
+
+@pytest.mark.parametrize("subject", [11, 20, 25])
+def test_thick_slice_l5s1_measures_like_the_1_mm_annotation_and_its_crop_agrees(subject):
+    """The same L5/S1 annotation at 0.43 x 0.43 x 4.4 mm (ribeirao_ivd_masks) and at 1 mm (fastcleverseg):
+    geometry within a tenth of a mm in height and 0.3 mm in width (issue 14; the sagittal angles differ by
+    0.04, 0.12 and 0.14 deg: the annotations' own difference, the crop method does not enter), and the
+    shape-based crops of the two agree (IoU 0.92-0.93 with the thick one mirrored left-right, whose sign the
+    thick masks do not record; nearest-neighbour crops 0.81-0.92: bench/crop_resampling.md)."""
+    from rayspine.autoencode.train import flip_left_right
+    from rayspine.io.scans import read_scan
+    from tests.conftest import load_real_subject
+
+    cfg = Config()
+    thick = measure_mask(read_scan(require(REAL_MASKS / f"subject_{subject:02d}.nii.gz"), check_voxels=False), cfg)
+    fine = measure_mask(load_real_subject(subject)[1], cfg)
+    a, b = (next(r for r in m.rows if r["level"] == 1) for m in (thick, fine))
+    assert abs(a["height_mm"] - b["height_mm"]) < 0.1
+    assert abs(a["ap_width_mm"] - b["ap_width_mm"]) < 0.3 and abs(a["lateral_width_mm"] - b["lateral_width_mm"]) < 0.3
+    assert abs(a["sagittal_angle_deg"] - b["sagittal_angle_deg"]) < 0.15
+    crop_thick, crop_fine = flip_left_right(thick.crops[a["crop_index"]]), fine.crops[b["crop_index"]]
+    assert (crop_thick & crop_fine).sum() / (crop_thick | crop_fine).sum() > 0.89
