@@ -133,6 +133,9 @@ class AEConfig:
     target_iou: float = 0.995  # converged when eval-mode training IoU exceeds this (paper)
     heldout_fraction: float = 0.0  # the paper reported training IoU only
     augment: bool = True  # random left-right flips of training crops
+    augment_rotate_deg: float = 5.0  # > 0: turn each training crop by up to this many degrees about each axis
+    augment_scale: float = 0.05  # > 0: and stretch each axis by a factor of up to 1 +- this (train.random_affine)
+    lr_cosine: bool = True  # cosine decay of the learning rate to 0 over max_epochs (off: the paper's constant rate)
     seed: int = 0
     # Added for the training loop (issue 5):
     eval_batch_size: int = 16  # crops per forward pass when scoring IoU in eval mode (no effect on results)
@@ -144,13 +147,10 @@ class AEConfig:
     lr_patience: int = 0  # 0: constant learning rate (paper); else halve it after this many epochs without a better IoU
     max_minutes: float = 0.0  # training-time budget per trial (0: none); when spent the run stops, not converged
     # For held-out evaluation by person (bench/ae_heldout.md); all off by default (none measured better).
-    augment_rotate_deg: float = 5.0  # > 0: turn each training crop by up to this many degrees about each axis
-    augment_scale: float = 0.05  # > 0: and stretch each axis by a factor of up to 1 +- this (train.random_affine)
     augment_shift: int = 0  # > 0: also roll each training crop by a random -n..n voxels along each axis
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay instead of Adam
     val_patience: int = 0  # > 0 and validation crops given: stop after this many epochs without a better
     # mean validation IoU and return the weights of the best epoch
-    lr_cosine: bool = True  # cosine decay of the learning rate to 0 over max_epochs (off: the paper's constant rate)
     eval_every: int = 1  # score IoU (convergence, held-out, validation) every n-th epoch and the last; 1: every epoch
 
 

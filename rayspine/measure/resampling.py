@@ -8,7 +8,7 @@ next shrinks smoothly in between.
 
 Methods (``METHODS``):
 
-* ``"nearest"``: order-0 sampling of the mask (what the crops always were);
+* ``"nearest"``: order-0 sampling of the mask (the crops' method before ``"slices"``);
 * ``"linear"``: trilinear interpolation of the 0/1 mask, kept where it is >= 0.5;
 * ``"distance"``: trilinear interpolation of the signed Euclidean distance map in mm
   (``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``), kept where it is < 0;
