@@ -96,7 +96,8 @@ def run_heldout(crop_dirs: list[Path], out: Path, cfg: Config, folds: int = 5) -
     log.info("held-out: %d discs of %d people, %d folds, bottlenecks %s", len(crops), meta["patient_id"].nunique(), folds, bottlenecks)
     # What a kept fold was computed from: the crops, who is who, the folds and the training settings
     # (not the list of bottlenecks, so that adding one keeps the others).
-    signature = data_hash(crops, list(patients), folds, jsonable_config(replace(cfg.ae, bottlenecks=())))
+    # (sorted: a config field moved within AEConfig is not another setting)
+    signature = data_hash(crops, list(patients), folds, sorted(jsonable_config(replace(cfg.ae, bottlenecks=())).items()))
     jobs = [(k, f) for k in bottlenecks for f in range(folds)]
     ae_iou = {job: _kept_fold(out, *job, signature) for job in jobs}
     todo = [job for job in jobs if ae_iou[job] is None]

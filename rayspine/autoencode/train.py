@@ -283,8 +283,7 @@ def train_autoencoder(
         for start in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[start : start + cfg.batch_size])
             batch = crops[idx]
-            if cfg.augment or cfg.augment_shift > 0 or cfg.augment_rotate_deg > 0 or cfg.augment_scale > 0:
-                batch = augment_batch(batch, rng, cfg.augment, cfg.augment_shift, cfg.augment_rotate_deg, cfg.augment_scale)
+            batch = augment_batch(batch, rng, cfg.augment, cfg.augment_shift, cfg.augment_rotate_deg, cfg.augment_scale)  # as is if all off
             x = to_batch(batch, device, channels_last)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
