@@ -119,6 +119,7 @@ def cmd_ae(args) -> None:
         max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
         augment_rotate_deg=args.rotate, augment_scale=args.scale, weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
         seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
+        channels=tuple(int(c) for c in args.channels.split(",")), batch_size=args.batch_size,
     )
     print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
@@ -152,6 +153,7 @@ def cmd_ae(args) -> None:
     iou = result.heldout_iou
     per_disc = {"index": test.tolist(), "iou": iou.tolist(), "dice": stats.dice_from_iou(iou).tolist()}
     out.write_text(json.dumps({"summary": summary, "history": history, "per_disc": per_disc}))
+    torch.save(result.net.state_dict(), out.with_suffix(".pt"))  # for test-time checks of the fold's model
     print(out)
 
 
@@ -379,6 +381,8 @@ def main() -> None:
     a.add_argument("--lr-patience", type=int, default=0)
     a.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 0 over --max-epochs (AEConfig.lr_cosine)")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--channels", default="16,32,64,128", help="encoder widths (AEConfig.channels)")
+    a.add_argument("--batch-size", type=int, default=4)
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--tag", default="paper")
     a.add_argument("--eval-every", type=int, default=1, help="score the discs every n-th epoch and the last (AEConfig.eval_every)")

@@ -120,7 +120,8 @@ class SegConfig:
 class AEConfig:
     # The defaults are the recipe that reconstructs discs of people the model never saw best (5 folds by
     # person on 190 real discs, bench/ae_heldout.md): the paper's network, batch and rate, plus flips,
-    # small turns and stretches of the training crops and a cosine decay of the rate over a fixed budget.
+    # small turns and stretches of the training crops, a cosine decay of the rate over a fixed budget, and
+    # the mask's probability threshold picked on the training crops after training.
     # ``PAPER_AE_RECIPE`` (``train-ae --paper-recipe``) is the paper's: a constant rate until the
     # eval-mode training IoU passes ``target_iou``, which on real discs fits the training people better
     # and unseen people no better.
@@ -133,9 +134,10 @@ class AEConfig:
     target_iou: float = 0.995  # converged when eval-mode training IoU exceeds this (paper)
     heldout_fraction: float = 0.0  # the paper reported training IoU only
     augment: bool = True  # random left-right flips of training crops
-    augment_rotate_deg: float = 5.0  # > 0: turn each training crop by up to this many degrees about each axis
-    augment_scale: float = 0.05  # > 0: and stretch each axis by a factor of up to 1 +- this (train.random_affine)
+    augment_rotate_deg: float = 10.0  # > 0: turn each training crop by up to this many degrees about each axis
+    augment_scale: float = 0.1  # > 0: and stretch each axis by a factor of up to 1 +- this (train.random_affine)
     lr_cosine: bool = True  # cosine decay of the learning rate to 0 over max_epochs (off: the paper's constant rate)
+    calibrate_threshold: bool = True  # after training, the mask's probability threshold that fits the training crops best
     seed: int = 0
     # Added for the training loop (issue 5):
     eval_batch_size: int = 16  # crops per forward pass when scoring IoU in eval mode (no effect on results)
@@ -155,8 +157,8 @@ class AEConfig:
 
 
 # The paper's autoencoder training (`train-ae --paper-recipe`): a constant rate, no augmentation, until the
-# eval-mode training IoU passes target_iou or 1000 epochs. What the convergence claims are tested with.
-PAPER_AE_RECIPE = {"max_epochs": 1000, "lr_cosine": False, "augment": False, "augment_rotate_deg": 0.0, "augment_scale": 0.0}
+# eval-mode training IoU (masks at probability 0.5) passes target_iou or 1000 epochs. What the convergence claims are tested with.
+PAPER_AE_RECIPE = {"max_epochs": 1000, "lr_cosine": False, "augment": False, "augment_rotate_deg": 0.0, "augment_scale": 0.0, "calibrate_threshold": False}
 
 
 def ae_overrides(paper_recipe: bool = False, **flags) -> dict:

@@ -19,7 +19,7 @@ def test_paper_recipe_is_the_papers_training_and_flags_still_win():
     default = Config().ae
     assert default.augment and default.lr_cosine and default.max_epochs == 60  # the recipe measured best on unseen people
     paper = Config.from_dict({"ae": ae_overrides(True)}).ae
-    assert (paper.max_epochs, paper.lr_cosine, paper.augment, paper.augment_rotate_deg, paper.augment_scale) == (1000, False, False, 0.0, 0.0)
+    assert (paper.max_epochs, paper.lr_cosine, paper.augment, paper.augment_rotate_deg, paper.augment_scale, paper.calibrate_threshold) == (1000, False, False, 0.0, 0.0, False)
     assert (paper.learning_rate, paper.batch_size, paper.target_iou) == (1e-3, 4, 0.995)
     assert ae_overrides(True, max_epochs=350, model=None) == {**PAPER_AE_RECIPE, "max_epochs": 350}
     assert ae_overrides(False, max_epochs=None, bottlenecks=(4,)) == {"bottlenecks": (4,)}

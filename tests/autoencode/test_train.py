@@ -100,7 +100,10 @@ def test_network_shapes_and_linear_bottleneck():
 
 
 def test_training_lowers_loss_and_reports_eval_mode_iou(phantoms):
-    result = train_autoencoder(phantoms, 4, _cfg(max_epochs=5, batch_size=2, target_iou=1.01), heldout=phantoms[:2])
+    # Without turns and stretches, so that every epoch lowers the loss; the history scores the weights
+    # before calibration moves the threshold (tested on its own below), so none here.
+    plain = {"augment_rotate_deg": 0.0, "augment_scale": 0.0, "calibrate_threshold": False}
+    result = train_autoencoder(phantoms, 4, _cfg(max_epochs=5, batch_size=2, target_iou=1.01, **plain), heldout=phantoms[:2])
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 5 and all(np.diff(losses) < 0) and losses[-1] < 0.8 * losses[0]
     assert not result.converged and result.epochs == 5  # target above 1 cannot be met
@@ -213,3 +216,49 @@ def test_precise_batch_norm_statistics_are_the_data_average(phantoms):
     torch.testing.assert_close(norm.running_mean, per_channel.mean(1), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(norm.running_var, per_channel.var(1, unbiased=True), rtol=1e-4, atol=1e-6)
     assert norm.momentum == 0.1 and not net.training  # settings put back
+
+
+class _FixedOdds(DiscAutoencoder):
+    """Reconstructs a crop at probability 0.42 inside the disc and 0.1 outside: only thresholds at or
+    below 0.4 (of the calibration's candidates) give the disc back, and of those 0.4 is nearest 0.5."""
+
+    def __init__(self, bottleneck):
+        super().__init__(bottleneck)
+        torch.nn.init.zeros_(self.decoder[-1].bias)
+
+    def forward(self, x):
+        odds = torch.where(x > 0.5, torch.tensor(0.42 / 0.58), torch.tensor(0.1 / 0.9))
+        return torch.log(odds) + self.decoder[-1].bias  # the bias carries the boundary's moves
+
+
+def test_calibrated_threshold_is_the_best_for_the_training_crops(phantoms):
+    from rayspine.autoencode.train import calibrate_threshold
+
+    net = _FixedOdds(3)
+    threshold, iou = calibrate_threshold(net, phantoms, channels_last=False)
+    assert threshold == 0.4 and (iou == 1.0).all()
+    logits = net(torch.from_numpy(phantoms).float()[:, None])[:, 0].detach().numpy()
+    assert (iou_per_disc(phantoms, logits > 0) == 1.0).all()  # logits > 0 is now the best mask
+    assert calibrate_threshold(net, phantoms, channels_last=False)[0] == 0.5  # already calibrated: left as it is
+
+
+def test_moving_the_decision_boundary_shifts_the_logits_by_its_log_odds(phantoms):
+    torch.manual_seed(0)
+    net = DiscAutoencoder(3).eval()
+    x = torch.from_numpy(phantoms[:2]).float()[:, None]
+    with torch.no_grad():
+        before = net(x)
+        net.move_decision_boundary(0.4)
+        after = net(x)
+    torch.testing.assert_close(after, before - np.log(0.4 / 0.6), rtol=0, atol=1e-5)
+    assert torch.equal(torch.sigmoid(before) > 0.4, after > 0)
+
+
+def test_training_calibrates_only_when_asked(phantoms):
+    plain = train_autoencoder(phantoms[:4], 3, _cfg(max_epochs=2, calibrate_threshold=False))
+    calibrated = train_autoencoder(phantoms[:4], 3, _cfg(max_epochs=2))
+    assert plain.decision_threshold == 0.5
+    assert calibrated.train_iou.mean() >= plain.train_iou.mean()  # 0.5 is among the candidates
+    np.testing.assert_array_equal(calibrated.train_iou, evaluate_iou(calibrated.net, phantoms[:4]))
+    shift = np.log(calibrated.decision_threshold / (1 - calibrated.decision_threshold))
+    torch.testing.assert_close(calibrated.net.decoder[-1].bias, plain.net.decoder[-1].bias - shift, rtol=0, atol=1e-6)

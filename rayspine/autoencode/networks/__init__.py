@@ -31,6 +31,11 @@ class ShapeAutoencoder(nn.Module):
         """Constructor arguments, for the model card (``type(net)(**kwargs)`` rebuilds it)."""
         raise NotImplementedError
 
+    def move_decision_boundary(self, probability: float) -> None:
+        """Make ``logits > 0`` mark what ``sigmoid(logits) > probability`` marked before (a shift of the
+        output's log-odds; ``train.calibrate_threshold`` picks it on the training crops)."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction's logits: what convergence and held-out IoU are judged on."""
         return self.decode(self.encode(x))

@@ -8,7 +8,9 @@ connections, so everything the decoder knows about a disc has passed through the
 
 The network returns logits. Training uses ``BCEWithLogitsLoss`` (which holds the sigmoid, in its
 numerically stable form); the sigmoid is applied once, at inference, by :meth:`probabilities`.
-A mask is ``logits > 0``, the same as ``sigmoid > 0.5``.
+A mask is ``logits > 0``, the same as ``sigmoid > 0.5``. After training, the default recipe moves that
+boundary to the probability that reconstructs the training crops best (``move_decision_boundary``):
+BCE on thin discs leaves the boundary voxels just under 0.5, so masks at 0.5 come out ~4 % too small.
 
 Nothing here trains, loads files or knows about Ray (see ``autoencode/train.py`` and ``sweep.py``).
 Registered as ``conv``, the default ``AEConfig.model``.
@@ -80,6 +82,11 @@ class DiscAutoencoder(ShapeAutoencoder):
     def kwargs(self) -> dict:
         """Constructor arguments, for the model card (``DiscAutoencoder(**kwargs)`` rebuilds it)."""
         return {"bottleneck": self.bottleneck, "channels": list(self.channels), "crop_size": self.crop_size}
+
+    def move_decision_boundary(self, probability: float) -> None:
+        """Shift the last layer's bias by the threshold's log-odds, so the mask stays ``logits > 0``."""
+        with torch.no_grad():
+            self.decoder[-1].bias -= math.log(probability / (1 - probability))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, 1, s, s, s)`` float crops -> ``(n, k)`` latent codes."""
