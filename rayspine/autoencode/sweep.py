@@ -38,7 +38,7 @@ CURVES_FILE = "sweep.png"  # eval-mode training IoU per epoch of every size
 COLUMNS = [
     "bottleneck", "converged", "epochs", "train_iou", "train_iou_ci_low", "train_iou_ci_high", "train_iou_min",
     "heldout_iou", "heldout_iou_ci_low", "heldout_iou_ci_high", "n_train", "n_heldout", "seconds",
-    "seconds_per_epoch", "started", "ended", "device", "default",
+    "seconds_per_epoch", "decision_threshold", "started", "ended", "device", "default",
 ]  # fmt: skip
 
 

@@ -75,8 +75,11 @@ def test_sweep_runs_trials_concurrently_and_writes_models(tmp_path, ray_local):
         card = json.loads((out / f"bn{k}" / "model.json").read_text())
         assert card["kind"] == "autoencoder" and card["bottleneck"] == k and card["config_digest"] == cfg.digest()
         assert card["spacing_mm"] == [1.4, 1.2, 1.5] and card["metrics"]["epochs"] == 3
-        history = pd.read_csv(out / f"bn{k}" / "history.csv")  # the epoch curve, ending at the card's figure
-        assert history["epoch"].tolist() == [1, 2, 3] and history["train_iou"].iloc[-1] == pytest.approx(card["metrics"]["train_iou"])
+        history = pd.read_csv(out / f"bn{k}" / "history.csv")  # the epoch curve (masks at 0.5) ending at the card's
+        assert history["epoch"].tolist() == [1, 2, 3]  # figure, which is at the threshold fitted after training
+        last, final = history["train_iou"].iloc[-1], card["metrics"]["train_iou"]
+        assert final == pytest.approx(last) if card["metrics"]["decision_threshold"] == 0.5 else final > last
+    assert saved["decision_threshold"].between(0.3, 0.7).all()
     assert (out / "sweep.png").stat().st_size > 10_000  # the curves of both sizes
     # The sweep folder loads its default model; encode/decode round-trips to the card's IoU.
     used = pd.read_csv(out / "discs_used.csv")
