@@ -11,7 +11,9 @@ held-out people's discs (IoU and Dice per disc).
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --tag paper
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 60 --eval-every 5 --cosine --tag cosine
     python bench/bench_ae_heldout.py ae --fold 0 --bottleneck 4 --max-epochs 100 --val-patience 15 --tag es
+    python bench/bench_ae_heldout.py ae --fold 0 ... --latent-noise 0.1 --average-last 15 --tag reg   # regularisers (session 13)
     python bench/bench_ae_heldout.py variants --fold 0   # one row per run of fold 0 (the variant table)
+    python bench/bench_ae_heldout.py paired MEASURED HELDOUT_A HELDOUT_B   # two `train-ae --heldout-folds` runs, same discs
     python bench/bench_ae_heldout.py report            # bench/ae_heldout.md tables from the json results
 
 Results are json files in --work (default /tmp/rayspine_heldout); one torch thread per run.
@@ -20,6 +22,7 @@ Results are json files in --work (default /tmp/rayspine_heldout); one torch thre
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -101,10 +104,35 @@ def cmd_baselines(args) -> None:
     print(out)
 
 
+def _bench_network(latent_noise: float, instances: list):
+    """The registered name of the default network with Gaussian noise on its code while training:
+    ``latent_noise`` times each code's spread over the batch (so scaling the codes up does not shrink
+    it). Each instance is appended to ``instances`` (for averaging its weights from the progress hook)."""
+    import torch
+    from torch import nn
+
+    from rayspine.autoencode.networks.conv import DiscAutoencoder
+    from rayspine.io.cards import AUTOENCODER, register
+
+    @register(AUTOENCODER, "conv_bench")
+    class NoisyCode(DiscAutoencoder):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            instances.append(self)
+
+        def loss(self, x):
+            z = self.encode(x)
+            if latent_noise > 0 and self.training:
+                z = z + latent_noise * z.detach().std(dim=0, keepdim=True) * torch.randn_like(z)
+            return nn.functional.binary_cross_entropy_with_logits(self.decode(z).float(), x)
+
+    return "conv_bench"
+
+
 def cmd_ae(args) -> None:
     import torch
 
-    from rayspine.autoencode.train import train_autoencoder
+    from rayspine.autoencode.train import calibrate_threshold, evaluate_iou, recalibrate_batch_norm, train_autoencoder
     from rayspine.config import AEConfig
 
     torch.set_num_threads(args.threads)
@@ -121,13 +149,32 @@ def cmd_ae(args) -> None:
         seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
         channels=tuple(int(c) for c in args.channels.split(",")), batch_size=args.batch_size,
     )
+    nets, averaged = [], {}
+    if args.latent_noise > 0 or args.average_last > 0:
+        cfg = AEConfig(**{**cfg.__dict__, "model": _bench_network(args.latent_noise, nets)})
     print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
 
     def progress(r):
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), flush=True)
+        if args.average_last > 0 and r["epoch"] > args.max_epochs - args.average_last:  # stochastic weight averaging
+            if "model" not in averaged:
+                averaged["model"] = torch.optim.swa_utils.AveragedModel(nets[-1])
+            else:
+                averaged["model"].update_parameters(nets[-1])
 
     result = train_autoencoder(crops[train], args.bottleneck, cfg, heldout=crops[test], validation=validation, progress=progress)
+    if averaged:  # the averaged weights, batch norm re-estimated for them, threshold fitted as the trainer does
+        net = averaged["model"].module
+        recalibrate_batch_norm(net, crops[train], channels_last=False)
+        averaged["threshold"], fit = calibrate_threshold(net, crops[train], channels_last=False)
+        averaged.update(train_iou=float(fit.mean()), test_iou=float(evaluate_iou(net, crops[test], channels_last=False).mean()))
+    # The trained weights with batch norm's statistics re-estimated on the unaugmented training crops (they
+    # were gathered on augmented batches) and the threshold refitted for them: a check, not the product's.
+    refit = copy.deepcopy(result.net)
+    recalibrate_batch_norm(refit, crops[train], channels_last=False)
+    refit_threshold, fit = calibrate_threshold(refit, crops[train], channels_last=False)
+    bn_refit = {"threshold": refit_threshold, "train_iou": float(fit.mean()), "test_iou": float(evaluate_iou(refit, crops[test], channels_last=False).mean())}
     history = result.history
     scored = [h for h in history if np.isfinite(h["heldout_iou"])]  # with --eval-every n, every n-th epoch and the last
     test_curve = np.array([h["heldout_iou"] for h in scored])
@@ -146,6 +193,9 @@ def cmd_ae(args) -> None:
         "test_peak_epoch": scored[int(np.argmax(test_curve))]["epoch"] if len(test_curve) else 0,
         "test_late_mean": float(late.mean()) if len(late) else float("nan"),
         "cpu_seconds_per_epoch": history[-1]["cpu_seconds"] / max(1, result.epochs) if history else float("nan"),
+        "decision_threshold": result.decision_threshold,
+        "averaged": {k: v for k, v in averaged.items() if k != "model"},  # --average-last: the averaged weights' figures
+        "bn_refit": bn_refit,
         "args": {k: v for k, v in vars(args).items() if k != "func"},
     }
     print(json.dumps(summary, indent=1), flush=True)
@@ -232,6 +282,38 @@ def cmd_fold_means(args) -> None:
             iou, fold = np.asarray(r["iou"]), np.asarray(r["fold"])
             keep = np.isin(fold, folds_done)
             print(f"| {name} | {iou[keep].mean():.3f} | " + ", ".join(f"{iou[fold == f].mean():.3f}" for f in folds_done) + " |")
+
+
+def cmd_paired(args) -> None:
+    """Two ``rayspine train-ae --heldout-folds`` outputs (say k = 5 and k = 10) on the same discs: per method,
+    the mean held-out IoU of each over the discs both scored (folds a stopped run finished), and the paired
+    difference. Folds by person with more folds train each model on more people: this is that effect."""
+    import pandas as pd
+
+    from rayspine.autoencode.baselines import baseline_predictions, subject_folds
+    from rayspine.autoencode.heldout import FOLDS_DIR, load_crops
+
+    crops, meta = load_crops([Path(args.measured)])
+    patients = meta["patient_id"].astype(str).to_numpy()
+    tables = []
+    for out, folds in zip((Path(args.a), Path(args.b)), args.folds):
+        splits = subject_folds(patients, folds)
+        rows = []
+        for f, (train, test) in enumerate(splits):
+            file = out / FOLDS_DIR / f"bn{args.bottleneck}_fold{f}.json"
+            if not file.is_file():
+                continue
+            ae = json.loads(file.read_text())["iou"]
+            pca = stats.overlap_scores(crops[test], baseline_predictions(crops[train], crops[test], pca_components=[args.bottleneck])[f"pca{args.bottleneck}"])["iou"]
+            rows.append(pd.DataFrame({"disc": test, "autoencoder": ae, f"pca{args.bottleneck}": pca, "train_discs": len(train)}))
+        tables.append(pd.concat(rows).set_index("disc"))
+    both = tables[0].merge(tables[1], left_index=True, right_index=True, suffixes=("_a", "_b"))
+    print(f"{len(both)} discs scored by both; training discs per model {both.train_discs_a.mean():.0f} (a) and {both.train_discs_b.mean():.0f} (b)\n")
+    print("| model | a | b | b - a (95 % CI, discs) | discs better in b |\n|---|---:|---:|---|---:|")
+    for name in ("autoencoder", f"pca{args.bottleneck}"):
+        diff = both[f"{name}_b"] - both[f"{name}_a"]
+        m, lo, hi = stats.mean_t_ci(diff.to_numpy())
+        print(f"| {name} | {both[f'{name}_a'].mean():.4f} | {both[f'{name}_b'].mean():.4f} | {m:+.4f} ({lo:+.4f} to {hi:+.4f}) | {(diff > 0).mean():.0%} |")
 
 
 def cmd_variants(args) -> None:
@@ -386,6 +468,8 @@ def main() -> None:
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--tag", default="paper")
     a.add_argument("--eval-every", type=int, default=1, help="score the discs every n-th epoch and the last (AEConfig.eval_every)")
+    a.add_argument("--latent-noise", type=float, default=0.0, help="Gaussian noise on the code while training, times the code's spread in the batch")
+    a.add_argument("--average-last", type=int, default=0, help="also score the average of the weights of the last n epochs (SWA)")
     a.set_defaults(func=cmd_ae)
     q = sub.add_parser("probe")
     q.add_argument("--method", default="nearest")
@@ -400,6 +484,13 @@ def main() -> None:
     v.add_argument("--bottleneck", type=int, default=4)
     v.add_argument("--min-epochs", type=int, default=20, help="leave out runs stopped before this epoch")
     v.set_defaults(func=cmd_variants)
+    pr = sub.add_parser("paired")
+    pr.add_argument("measured", help="the `rayspine measure` output both were trained on")
+    pr.add_argument("a", help="a `train-ae --heldout-folds K` output folder")
+    pr.add_argument("b", help="another, with more (or fewer) folds")
+    pr.add_argument("--folds", type=int, nargs=2, default=(5, 10), help="their fold counts (--heldout-folds)")
+    pr.add_argument("--bottleneck", type=int, default=4)
+    pr.set_defaults(func=cmd_paired)
     r = sub.add_parser("report")
     r.add_argument("--method", default="nearest")
     r.set_defaults(func=cmd_report)
