@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import re
 import sys
@@ -151,7 +152,7 @@ def cmd_ae(args) -> None:
     )
     nets, averaged = [], {}
     if args.latent_noise > 0 or args.average_last > 0:
-        cfg = AEConfig(**{**cfg.__dict__, "model": _bench_network(args.latent_noise, nets)})
+        cfg = dataclasses.replace(cfg, model=_bench_network(args.latent_noise, nets))
     print(f"fold {args.fold}, {args.method} crops: train {len(train)} discs ({len(set(subjects[train]))} people), "
           f"validation {0 if validation is None else len(validation)}, test {len(test)} ({len(set(subjects[test]))} people); {cfg}", flush=True)
 
