@@ -5,13 +5,22 @@ manual disc masks; read by ``tests/conftest.load_real_subject``) in --work, then
 README tells a user to run, ``rayspine train-seg ARCHIVE -o MODEL`` with no options, and prints the
 protocol and the out-of-fold test figures from its ``metrics.json``. Minutes to an hour on 2 cores.
 
+``--ensemble-vs-final`` answers the question the CV protocol leaves (issue 15.1): should the model
+shipped be an ensemble of the fold networks or one final fit on every patient? With three people it is
+asked one level down, on people neither candidate saw: for each person P, the other two are what a
+labelled archive would be; the "final fit" trains on both (the defaults: 200 epochs, no validation
+patient), the "ensemble" averages the probabilities of the two networks an inner 2-fold CV trains (one
+person each). Both are scored on P (Dice, disc-instance Dice, levels). About an hour on 2 cores.
+
     python bench/bench_real_t2.py [--work /tmp/real-t2]
+    python bench/bench_real_t2.py --ensemble-vs-final [--work /tmp/real-t2-ensemble]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -35,10 +44,71 @@ def build_archive(root: Path) -> Path:
     return root
 
 
+class AveragedSegmenter:
+    """Several networks' probabilities averaged on the network's grid, then as ``Segmenter.predict``."""
+
+    def __init__(self, members: list):
+        self.members, self.card = members, members[0].card
+
+    def predict(self, volume):
+        import numpy as np
+        from scipy.special import expit, logit
+
+        from rayspine.segment.infer import mask_from_logits, prepare_input
+
+        prepared = prepare_input(self.card, volume)
+        prob = np.mean([expit(member.logits(prepared).voxels) for member in self.members], axis=0)
+        return mask_from_logits(self.card, prepared.with_voxels(logit(np.clip(prob, 1e-7, 1 - 1e-7))), volume)
+
+
+def ensemble_vs_final(work: Path) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from rayspine.config import Config
+    from rayspine.runtime import init_ray
+    from rayspine.segment.infer import Segmenter, evaluate, make_card
+    from rayspine.segment.train import fit_segmenter
+    from tests.conftest import load_real_subject
+
+    init_ray()
+    cfg = Config()  # the CLI's defaults
+    volumes = {s: load_real_subject(s) for s in SUBJECTS}
+    groups = [(s,) for s in SUBJECTS] + [tuple(s for s in SUBJECTS if s != held) for held in SUBJECTS]
+    nets = {}
+    for group in groups:  # each fit resumes from its own Ray Train folder when the bench is run again
+        started = time.perf_counter()
+        net, outcome, (name, kwargs) = fit_segmenter([volumes[s] for s in group], [], cfg, work / "fits" / "+".join(map(str, group)))
+        nets[group] = Segmenter(net, make_card(name, kwargs, cfg))
+        print(f"fit on {group}: {outcome.epochs} epochs, {time.perf_counter() - started:.0f} s", flush=True)
+    rows = []
+    for held in SUBJECTS:
+        others = tuple(s for s in SUBJECTS if s != held)
+        pair = [(str(held), *volumes[held])]
+        final = evaluate(nets[others], pair, cfg.discs)[0]
+        ensemble = evaluate(AveragedSegmenter([nets[(o,)] for o in others]), pair, cfg.discs)[0]
+        singles = [evaluate(nets[(o,)], pair, cfg.discs)[0]["dice"] for o in others]
+        rows.append({"held_out": held, "trained_on": others, "final": final, "ensemble": ensemble, "single_person_dice": singles})
+        print(json.dumps(rows[-1], default=str), flush=True)
+    summary = {arm: {m: statistics.fmean(r[arm][m] for r in rows) for m in ("dice", "iou", "dice_discs")}
+               | {"levels_correct": sum(r[arm].get("levels_correct", 0) for r in rows), "discs_labelled": sum(r[arm].get("discs_labelled", 0) for r in rows)}
+               for arm in ("final", "ensemble")}
+    summary["paired_dice_gain_ensemble_minus_final"] = [r["ensemble"]["dice"] - r["final"]["dice"] for r in rows]
+    return {"rows": rows, "summary": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/real-t2"))
+    parser.add_argument("--work", type=Path, default=None, help="default /tmp/real-t2 (/tmp/real-t2-ensemble with --ensemble-vs-final)")
+    parser.add_argument("--ensemble-vs-final", action="store_true", help="the shipped model's question, one level down (see above)")
     args = parser.parse_args()
+    if args.ensemble_vs_final:
+        work = args.work or Path("/tmp/real-t2-ensemble")
+        started = time.perf_counter()
+        result = ensemble_vs_final(work)
+        result["wall_min"] = (time.perf_counter() - started) / 60
+        (work / "ensemble_vs_final.json").write_text(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result["summary"], indent=2))
+        return
+    args.work = args.work or Path("/tmp/real-t2")
     archive = build_archive(args.work / "archive")
     model = args.work / "model"
     started = time.perf_counter()
