@@ -15,6 +15,7 @@ so every worker reads the same in-memory arrays and no scan is preprocessed twic
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -32,6 +33,10 @@ from .infer import predict_logits
 
 WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
 AVERAGE = "average.safetensors"
+
+# In the training function, log rather than print: Ray Train patches print to log and, with the worker's
+# stdout wrapped, prints it as well, so every printed line reached the driver twice.
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,7 +151,7 @@ def train_loop_per_worker(config: dict) -> None:
             if average is not None and (folder / AVERAGE).is_file():
                 average.load_state_dict(load_file(str(folder / AVERAGE), device=str(device)))
         if rank == 0:
-            print(f"resuming segmenter training after epoch {state['epoch']}", flush=True)
+            log.info("resuming segmenter training after epoch %d", state["epoch"])
 
     transform = train_transforms(seg.patch_size, seg.samples_per_scan, seg.augment_scale, seg.augment_rotate_deg, seg.soft_labels)
     dataset = CacheDataset(train_items, transform=transform, progress=False)
@@ -195,10 +200,9 @@ def train_loop_per_worker(config: dict) -> None:
         state["history"].append(row)
         if rank == 0:
             shown = "n/a" if val_iou is None else f"{val_iou:.4f}"
-            print(
+            log.info(
                 f"epoch {epoch}/{seg.max_epochs} loss {row['loss']:.4f} val_iou {shown} "
-                f"best {state['best_iou']:.4f}@{state['best_epoch']} {seconds:.1f}s (val {val_seconds:.1f}s, cpu {row['cpu_seconds']:.1f}s)",
-                flush=True,
+                f"best {state['best_iou']:.4f}@{state['best_epoch']} {seconds:.1f}s (val {val_seconds:.1f}s, cpu {row['cpu_seconds']:.1f}s)"
             )
         with tempfile.TemporaryDirectory() as folder:
             saved = None
