@@ -111,10 +111,10 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     median of the folds' best epochs: one network, as cheap to run as any, and on unseen real people
     better than an ensemble of the fold networks (Dice 0.804 vs 0.750, better on each of 3 people;
     ``bench/bench_real_t2.py --ensemble-vs-final``, bench/segment.md). Otherwise one split: the
-    held-out ``test_site`` or ``test_fraction`` of the patients. Writes ``out/model.safetensors``, ``out/model.json`` and ``out/metrics.json`` (both
-    saying which protocol produced each figure); Ray Train's runs live in ``out/ray_results`` so an
-    interrupted call resumes. A finished model folder is left as it is (its metrics are returned)
-    unless ``overwrite``.
+    held-out ``test_site`` or ``test_fraction`` of the patients. Writes ``out/model.safetensors``,
+    ``out/model.json`` and ``out/metrics.json`` (both saying which protocol produced each figure); Ray
+    Train's runs live in ``out/ray_results`` so an interrupted call resumes. A finished model folder is
+    left as it is (its metrics are returned) unless ``overwrite``.
     """
     start = time.perf_counter()
     out = Path(out)

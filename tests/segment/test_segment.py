@@ -366,7 +366,6 @@ def test_train_segmenter_cross_validates_a_small_archive_and_ships_a_final_fit(t
     assert (out / "ray_results" / "final").is_dir() and (out / "ray_results" / "fold1").is_dir()
 
 
-
 def test_train_seg_cli_shows_each_epoch_once(tiny_archive, tmp_path):
     """What a user sees: one line per epoch. Ray Train logs what a training function prints and, with the
     worker's stdout wrapped, prints it too; printed epoch lines reached the driver twice."""
@@ -380,6 +379,7 @@ def test_train_seg_cli_shows_each_epoch_once(tiny_archive, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [line for line in (out.stdout + out.stderr).splitlines() if " loss " in line and "val_iou" in line]
     assert [line.split("epoch ", 1)[1].split(" ", 1)[0] for line in lines] == ["1/2", "2/2"]
+
 
 # --- real anatomy (slow) ----------------------------------------------------------------------------
 @pytest.mark.slow
