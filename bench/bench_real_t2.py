@@ -28,10 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = (11, 20, 25)
+sys.path.insert(0, str(ROOT))  # rayspine and tests.conftest from the checkout
 
 
 def build_archive(root: Path) -> Path:
-    sys.path.insert(0, str(ROOT))
     from rayspine.io.scans import write_scan
     from tests.conftest import load_real_subject
 
@@ -62,7 +62,6 @@ class AveragedSegmenter:
 
 
 def ensemble_vs_final(work: Path) -> dict:
-    sys.path.insert(0, str(ROOT))
     from rayspine.config import Config
     from rayspine.runtime import init_ray
     from rayspine.segment.infer import Segmenter, evaluate, make_card
