@@ -12,8 +12,14 @@ labelled archive would be; the "final fit" trains on both (the defaults: 200 epo
 patient), the "ensemble" averages the probabilities of the two networks an inner 2-fold CV trains (one
 person each). Both are scored on P (Dice, disc-instance Dice, levels). About an hour on 2 cores.
 
+``--variant JSON`` measures one change of the training recipe the same way (issue 15.3): for each person,
+a fit on the other two with the defaults and one with the change (a config fragment, e.g.
+``'{"seg": {"boundary_weight": 1.0}}'``), both scored on that person. Fits are kept under --work and
+reused, so the defaults' fits of ``--ensemble-vs-final`` are not trained again.
+
     python bench/bench_real_t2.py [--work /tmp/real-t2]
     python bench/bench_real_t2.py --ensemble-vs-final [--work /tmp/real-t2-ensemble]
+    python bench/bench_real_t2.py --variant '{"seg": {"boundary_weight": 1.0}}' --tag boundary1 [--work /tmp/real-t2-ensemble]
 """
 
 from __future__ import annotations
@@ -94,11 +100,49 @@ def ensemble_vs_final(work: Path) -> dict:
     return {"rows": rows, "summary": summary}
 
 
+def variant_vs_default(work: Path, change: dict, tag: str) -> dict:
+    from rayspine.config import Config
+    from rayspine.runtime import init_ray
+    from rayspine.segment.infer import Segmenter, evaluate, make_card
+    from rayspine.segment.train import fit_segmenter
+    from tests.conftest import load_real_subject
+
+    init_ray()
+    arms = {"default": (Config(), work / "fits"), tag: (Config.from_dict(change), work / f"fits-{tag}")}
+    volumes = {s: load_real_subject(s) for s in SUBJECTS}
+    rows = []
+    for held in SUBJECTS:
+        others = tuple(s for s in SUBJECTS if s != held)
+        row = {"held_out": held, "trained_on": others}
+        for arm, (cfg, fits) in arms.items():
+            started = time.perf_counter()
+            net, outcome, (name, kwargs) = fit_segmenter([volumes[s] for s in others], [], cfg, fits / "+".join(map(str, others)))
+            row[arm] = evaluate(Segmenter(net, make_card(name, kwargs, cfg)), [(str(held), *volumes[held])], cfg.discs)[0]
+            row[arm]["fit_seconds"] = time.perf_counter() - started
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    summary = {arm: {m: statistics.fmean(r[arm][m] for r in rows) for m in ("dice", "iou", "dice_discs")}
+               | {"levels_correct": sum(r[arm].get("levels_correct", 0) for r in rows), "discs_labelled": sum(r[arm].get("discs_labelled", 0) for r in rows)}
+               for arm in arms}
+    summary[f"paired_dice_gain_{tag}_minus_default"] = [r[tag]["dice"] - r["default"]["dice"] for r in rows]
+    return {"change": change, "rows": rows, "summary": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=None, help="default /tmp/real-t2 (/tmp/real-t2-ensemble with --ensemble-vs-final)")
     parser.add_argument("--ensemble-vs-final", action="store_true", help="the shipped model's question, one level down (see above)")
+    parser.add_argument("--variant", type=json.loads, default=None, help="a config fragment measured against the defaults (see above)")
+    parser.add_argument("--tag", default="variant", help="the variant's name in the results and its fits' folder")
     args = parser.parse_args()
+    if args.variant is not None:
+        work = args.work or Path("/tmp/real-t2-ensemble")
+        started = time.perf_counter()
+        result = variant_vs_default(work, args.variant, args.tag)
+        result["wall_min"] = (time.perf_counter() - started) / 60
+        (work / f"variant_{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result["summary"], indent=2))
+        return
     if args.ensemble_vs_final:
         work = args.work or Path("/tmp/real-t2-ensemble")
         started = time.perf_counter()

@@ -51,6 +51,11 @@ class DiscConfig:
     # by measurement: closest to the 1 mm annotation of the same discs, and the autoencoder reconstructs
     # unseen people best from it (bench/crop_resampling.md, bench/ae_heldout.md).
     crop_resampling: str = "slices"
+    # The crop's axes (measure/crops.py): "scan" (the scan's axes, the paper's crop) or "disc_plane" (each
+    # disc tilted flat, so the code need not hold its sagittal and coronal angles). On unseen real people
+    # bottleneck 4 gains nothing from it (0.789 vs 0.796) while PCA-4 does (0.801 vs 0.744;
+    # bench/ae_heldout.md, session 15): the paper's crop stays the default.
+    crop_frame: str = "scan"
     # Levels of a binary mask (measure.instances): discs form a chain up the spine, each step between
     # neighbours running along their normals (within this angle) and about one disc-plus-vertebra long.
     chain_max_angle_deg: float = 35.0
@@ -80,6 +85,11 @@ class SegConfig:
     patience: int = 15  # early stop after this many epochs without validation IoU gain (paper)
     bce_weight: float = 1.0  # BCE + Dice, equal weights (paper)
     dice_weight: float = 1.0
+    # Weight of Kervadec's boundary loss (MONAI's BoundaryLoss: probabilities times the label's signed
+    # distance, so a false voxel costs more the farther it lies from the outline) beside BCE + Dice.
+    # 0: the paper's loss. On unseen real T2 people 0.1 gave Dice +0.007 (every person a little better),
+    # 1.0 lost 0.12 (bench/segment.md, session 15): too little to change the paper's default.
+    boundary_weight: float = 0.0
     # Fewer labelled patients than this (and no test site): k-fold cross-validation by patient, as
     # nnU-Net does; the test figures are out-of-fold, and the model shipped is a final fit on every
     # patient for the epochs the folds chose. 0: always one train / val / test split.

@@ -9,14 +9,18 @@ encoder of a discs table's crops (``crops.zarr``).
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..config import Config
 from ..io.cards import AUTOENCODER, CARD_FILE, ModelFileError, ModelCard, load_network, read_card
 from ..io.store import read_disc_crops
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FILE = "default.json"  # in a sweep folder: which bn<k>/ is the default model
 
@@ -67,6 +71,7 @@ class TrainedAutoencoder:
         self.bottleneck = int(net.bottleneck)
         self.crop_size = int(net.crop_size)
         self.spacing = tuple(float(s) for s in card.spacing_mm) if card is not None else (float("nan"),) * 3
+        self.crop_frame = crop_frame_of_model(card)
 
     def encode(self, crops: np.ndarray) -> np.ndarray:
         crops = check_crops(crops, self.crop_size)
@@ -111,6 +116,21 @@ def resolve_model_dir(path: Path) -> Path:
             raise ModelFileError(f"{default}: model {name!r} lies outside the sweep folder")
         return folder
     raise ModelFileError(f"{path}: neither a model folder ({CARD_FILE}) nor a sweep folder ({DEFAULT_FILE})")
+
+
+def crop_frame_of_model(card: ModelCard | None) -> str:
+    """The crop frame an autoencoder was trained in (``DiscConfig.crop_frame``); cards from before the
+    choice existed were all trained in the scan's frame."""
+    return str(card.get("crop_frame", "scan")) if card is not None else "scan"
+
+
+def with_crop_frame_of(cfg: Config, card: ModelCard) -> Config:
+    """``cfg`` with the crop frame of the autoencoder of ``card``: its crops must be made as it learnt them."""
+    frame = crop_frame_of_model(card)
+    if frame == cfg.discs.crop_frame:
+        return cfg
+    log.info("crops in the autoencoder's frame, %r (the config said %r)", frame, cfg.discs.crop_frame)
+    return cfg.replace(discs={"crop_frame": frame})
 
 
 def read_autoencoder_card(path: Path) -> ModelCard:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..config import Config
 from ..io.cards import CARD_FILE, ModelFileError, data_hash, read_card
+from ..io.outputs import crop_frame_of
 from ..io.store import read_crops_group, read_disc_crops, write_json_atomic, write_text_atomic, written_groups
 from ..runtime import cluster_capacity, init_ray
 from ..schema import USABLE_DISC_STATUSES
@@ -77,6 +78,15 @@ def load_crops(crop_dirs: list[Path]) -> tuple[np.ndarray, pd.DataFrame]:
     return np.concatenate(arrays), pd.concat(tables, ignore_index=True)
 
 
+def crops_frame(crop_dirs: list[Path]) -> str:
+    """The one frame the crops of ``crop_dirs`` were made in (``DiscConfig.crop_frame``): a model learns
+    one, and crops of another would reach it as discs it never saw. Mixed frames are refused."""
+    frames = {str(folder): crop_frame_of(Path(folder)) for folder in crop_dirs}
+    if len(set(frames.values())) > 1:
+        raise ValueError(f"crops made in different frames (discs.crop_frame): {frames}; measure them all with one")
+    return next(iter(frames.values()))
+
+
 def split_heldout(meta: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of held-out rows: whole patients, in a seeded random order, until ``fraction`` of
     the discs is reached (discs of one patient on both sides would flatter the held-out IoU)."""
@@ -123,7 +133,7 @@ def trial_resources(n_trials: int, cluster: dict, node_cpus: float | None = None
 
 
 # --- the trial -----------------------------------------------------------------------------------
-def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spacing=(), digest: str = "", threads: int = 1) -> None:
+def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spacing=(), crop_frame: str = "scan", digest: str = "", threads: int = 1) -> None:
     """One Tune trial: train the autoencoder of ``config['bottleneck']`` and write OUT/bn<k>/."""
     import ray
     import torch
@@ -141,7 +151,7 @@ def _trial(config: dict, train=None, heldout=None, ae=None, out: str = "", spaci
         folder,
         spacing_mm=spacing,
         config_digest=digest,
-        extra={"ae_config": jsonable_config(ae), "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
+        extra={"ae_config": jsonable_config(ae), "crop_frame": crop_frame, "trial_started": trial_started, "trial_ended": utc_now(), "threads": int(threads), **placement},
     )
     write_text_atomic(pd.DataFrame(result.history).to_csv(index=False), folder / HISTORY_FILE)  # the epoch curve
     tune.report({"bottleneck": k, "done": True, **result.metrics()})
@@ -180,6 +190,7 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
         _clear(out, cfg.ae.bottlenecks)
     out.mkdir(parents=True, exist_ok=True)
 
+    frame = crops_frame(crop_dirs)
     crops, meta = load_crops(crop_dirs)
     held = split_heldout(meta, cfg.ae.heldout_fraction, cfg.ae.seed)
     train, heldout = crops[~held], (crops[held] if held.any() else None)
@@ -201,6 +212,7 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
             ae=cfg.ae,
             out=str(out),
             spacing=tuple(cfg.grid.spacing_mm),
+            crop_frame=frame,
             digest=cfg.digest(),
             threads=threads,
         )

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ..autoencode.infer import encode_table_crops, load_autoencoder, resolve_model_dir
 from ..config import Config
+from ..io.outputs import crop_frame_of
 from ..io.store import write_json_atomic, write_parquet_atomic, write_text_atomic
 from ..report import figures
 from ..schema import USABLE_DISC_STATUSES, geometry_columns, latent_columns_of
@@ -48,6 +49,9 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
         discs = discs.drop(columns=latent)
         if "crop_index" in discs:
             discs = discs[discs["crop_index"].fillna(-1) >= 0].reset_index(drop=True)
+        made_in = crop_frame_of(Path(features).parent)
+        if made_in != model.crop_frame:
+            raise ValueError(f"{features}: its crops were made in the {made_in!r} frame, the autoencoder learnt {model.crop_frame!r} crops; measure with {{\"discs\": {{\"crop_frame\": \"{model.crop_frame}\"}}}}")
         codes = encode_table_crops(model, discs, Path(features).parent / "crops.zarr")
         latent = [f"z{i}" for i in range(model.bottleneck)]
         discs = pd.concat([discs, pd.DataFrame(codes, columns=latent)], axis=1)

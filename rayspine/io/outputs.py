@@ -66,6 +66,16 @@ def claim_output(out: Path, command: str, cfg, overwrite: bool = False, **detail
     write_json_atomic({"command": command, "config": cfg.digest(), "settings": cfg.to_dict(), **details}, marker)
 
 
+def crop_frame_of(folder: Path) -> str:
+    """The frame (``DiscConfig.crop_frame``) in which a ``measure`` or ``run`` output made its crops,
+    from its marker's settings; "scan" for outputs of versions that had no other."""
+    for command in OUTPUTS:
+        marker = Path(folder) / f"{command}.json"
+        if marker.is_file():
+            return str(json.loads(marker.read_text()).get("settings", {}).get("discs", {}).get("crop_frame", DiscConfig().crop_frame))
+    return DiscConfig().crop_frame
+
+
 def _marker_digest(marker: dict) -> str | None:
     config = marker.get("config")
     if isinstance(config, dict):  # 0.1's run.json held the settings themselves

@@ -31,7 +31,7 @@ so on the source grid itself the distance method reproduces the mask exactly, an
 away from any other keeps the extent nearest-neighbour gives it.
 
 All samplers share one convention (``ndimage.affine_transform``'s): output index ``o`` samples input
-index ``scale * o + offset`` (a diagonal map, axis by axis).
+index ``scale * o + offset`` (a diagonal map, axis by axis, unless ``scale`` is a matrix).
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def slice_signed_distance(mask: np.ndarray, spacing: Spacing) -> np.ndarray:
 
 def sample_mask(mask: np.ndarray, spacing: Spacing, scale, offset, output_shape, method: str = "nearest") -> np.ndarray:
     """The binary ``mask`` (voxels ``spacing`` mm) sampled at input indices ``scale * o + offset`` for
-    every output index ``o`` of ``output_shape``; uint8 0/1. Everything outside the array is background.
+    every output index ``o`` of ``output_shape`` (``scale``: one factor per axis, or a 3x3 matrix for a
+    turned grid, ``scale @ o + offset``); uint8 0/1. Everything outside the array is background.
 
     ``offset`` is in indices of ``mask`` itself; the padding that the methods need is added here.
     """

@@ -72,7 +72,7 @@ def measure_mask(mask: Volume, cfg: Config = Config(), binary: bool = False, sch
         if disc.mask is not None:
             row.update(geometry.measure_disc(disc.mask, spacing, oriented.direction))
             labelled[disc.bbox][disc.mask] = disc_label(disc.level)
-            crop, status, message = crop_disc(disc.mask, spacing, cfg.grid.spacing_mm, size, method=cfg.discs.crop_resampling)
+            crop, status, message = crop_disc(disc.mask, spacing, cfg.grid.spacing_mm, size, method=cfg.discs.crop_resampling, frame=cfg.discs.crop_frame)
             if crop is None:
                 row["status"] = worst_status(status, row["status"])
                 row["message"] = f"{row['message']}; {message}" if row["message"] else message

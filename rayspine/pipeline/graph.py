@@ -60,6 +60,10 @@ def run_pipeline(
     failed; ``fail_at`` ({stage: scan_id}) raises on purpose in that stage, for the fault tests.
     """
     out = Path(out)
+    if ae_dir is not None:  # crops as the autoencoder learnt them, whatever the config says
+        from ..autoencode.infer import read_autoencoder_card, with_crop_frame_of
+
+        cfg = with_crop_frame_of(cfg, read_autoencoder_card(Path(ae_dir)))
     index = index_archive(archive, use="images")
     if index.empty:
         raise FileNotFoundError(f"no scans found in {archive}")

@@ -50,6 +50,18 @@ class TrainOutcome:
     workers: list = field(default_factory=list)  # per rank: node_id and the GPU ids it held
 
 
+def segmentation_loss(seg: SegConfig):
+    """The training loss of ``seg``, on logits: BCE + Dice (the paper), plus the boundary term when
+    ``seg.boundary_weight`` > 0. MONAI computes the label's signed distance map per patch on the CPU."""
+    from monai.losses import BoundaryLoss, DiceCELoss
+
+    region = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
+    if seg.boundary_weight <= 0:
+        return region
+    boundary = BoundaryLoss(sigmoid=True)
+    return lambda logits, label: region(logits, label) + seg.boundary_weight * boundary(logits, label)
+
+
 # --- weight averaging, usable without Ray ----------------------------------------------------------
 def weight_average(net, decay: float):
     """An exponential moving average of ``net``'s weights (``torch.optim.swa_utils.AveragedModel``).
@@ -99,7 +111,6 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
     import torch
     from monai.data import CacheDataset, DataLoader
-    from monai.losses import DiceCELoss
     from monai.utils import set_determinism
     from safetensors.torch import load_file, save_file
 
@@ -132,7 +143,7 @@ def train_loop_per_worker(config: dict) -> None:
         net.load_state_dict(ray.get(config["init_state"]))
     net = ray.train.torch.prepare_model(net, move_to_device=device)  # DDP when world > 1
     optimizer = torch.optim.Adam(net.parameters(), lr=seg.learning_rate)
-    loss_fn = DiceCELoss(sigmoid=True, lambda_dice=seg.dice_weight, lambda_ce=seg.bce_weight)
+    loss_fn = segmentation_loss(seg)
 
     # The weights that are validated and kept: the running average, or the raw weights without one.
     average = weight_average(_unwrap(net), seg.ema_decay) if seg.ema_decay > 0 else None

@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from rayspine.autoencode.infer import load_autoencoder
+from rayspine.autoencode.infer import load_autoencoder, with_crop_frame_of
 from rayspine.stats import iou_per_item as iou_per_disc
 from rayspine.config import Config
+from rayspine.io.cards import ModelCard
 from rayspine.io.store import write_crops_zarr
-from rayspine.autoencode.sweep import load_crops, run_sweep, split_heldout, trial_resources
+from rayspine.autoencode.sweep import crops_frame, load_crops, run_sweep, split_heldout, trial_resources
 from tests.autoencode.test_train import disc_phantoms
 
 
@@ -43,6 +44,25 @@ def test_load_crops_keeps_usable_discs_and_split_is_by_patient(tmp_path):
     assert not split_heldout(meta, 1.0, seed=0).all()  # never every disc
 
 
+def _mark_frame(folder, frame: str) -> None:
+    """The settings marker `measure` writes, with the crops' frame."""
+    (folder / "measure.json").write_text(json.dumps({"command": "measure", "settings": {"discs": {"crop_frame": frame}}}))
+
+
+def test_one_crop_frame_per_model_and_runs_make_crops_in_the_models_frame(tmp_path):
+    crops = disc_phantoms(4, seed=5)
+    a = _crop_folder(tmp_path / "a", {"s1": crops[:2]})
+    b = _crop_folder(tmp_path / "b", {"s2": crops[2:]})
+    assert crops_frame([a, b]) == "scan"  # outputs without the setting were all made in the scan's frame
+    _mark_frame(b, "disc_plane")
+    with pytest.raises(ValueError, match="different frames"):
+        crops_frame([a, b])
+    card = ModelCard(kind="autoencoder", architecture="disc_ae", kwargs={}, spacing_mm=(1.4, 1.2, 1.5), fields={"crop_frame": "disc_plane"})
+    assert with_crop_frame_of(Config(), card).discs.crop_frame == "disc_plane"
+    old_card = ModelCard(kind="autoencoder", architecture="disc_ae", kwargs={}, spacing_mm=(1.4, 1.2, 1.5))
+    assert with_crop_frame_of(Config().replace(discs={"crop_frame": "disc_plane"}), old_card).discs.crop_frame == "scan"
+
+
 def test_trial_resources_fit_all_trials_at_once():
     assert trial_resources(4, {"CPU": 2.0}) == ({"cpu": 0.5}, 1)  # a 2-core laptop: 4 trials together
     assert trial_resources(2, {"CPU": 16.0}) == ({"cpu": 8.0}, 8)
@@ -54,6 +74,7 @@ def test_sweep_runs_trials_concurrently_and_writes_models(tmp_path, ray_local):
     torch.set_num_threads(1)
     crops = disc_phantoms(10, seed=2)
     folder = _crop_folder(tmp_path / "measured", {f"s{i}": crops[2 * i : 2 * i + 2] for i in range(5)})
+    _mark_frame(folder, "disc_plane")
     cfg = Config().replace(ae={"bottlenecks": (2, 3), "max_epochs": 3, "target_iou": 1.01, "heldout_fraction": 0.2})
     out = tmp_path / "sweep"
     table = run_sweep([folder], out, cfg)
@@ -75,6 +96,7 @@ def test_sweep_runs_trials_concurrently_and_writes_models(tmp_path, ray_local):
         card = json.loads((out / f"bn{k}" / "model.json").read_text())
         assert card["kind"] == "autoencoder" and card["bottleneck"] == k and card["config_digest"] == cfg.digest()
         assert card["spacing_mm"] == [1.4, 1.2, 1.5] and card["metrics"]["epochs"] == 3
+        assert card["crop_frame"] == "disc_plane"  # the frame its crops were made in, from measure.json
         history = pd.read_csv(out / f"bn{k}" / "history.csv")  # the epoch curve (masks at 0.5) ending at the card's
         assert history["epoch"].tolist() == [1, 2, 3]  # figure, which is at the threshold fitted after training
         last, final = history["train_iou"].iloc[-1], card["metrics"]["train_iou"]

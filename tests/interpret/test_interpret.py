@@ -187,6 +187,10 @@ def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_pa
     # Heights vary most among the training discs: some latent feature must follow them.
     assert corr[corr["feature"] == "height_mm"]["r"].abs().max() > 0.5
     assert (tmp_path / "out" / "traversal.png").stat().st_size > 5_000
+    # Crops made in another frame than the model learnt are refused, not encoded.
+    (tmp_path / "measure.json").write_text(json.dumps({"command": "measure", "settings": {"discs": {"crop_frame": "disc_plane"}}}))
+    with pytest.raises(ValueError, match="'disc_plane' frame, the autoencoder learnt 'scan'"):
+        run_interpret(folder, tmp_path / "discs.parquet", tmp_path / "out2", cfg)
 
 
 def _claims_inputs(sizes_converged: dict[int, bool]):

@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 
 from tests.phantoms import disc_phantom
 from rayspine.config import DiscConfig
-from rayspine.measure.crops import crop_disc
+from rayspine.measure.crops import CROP_FRAMES, crop_disc
 from rayspine.measure.instances import disc_instances
 from rayspine.measure.geometry import measure_disc
 from rayspine.schema import geometry_columns, DiscStatus
@@ -91,9 +91,9 @@ def test_mirrored_disc_mirrors_its_angles(sagittal, transverse, coronal, offset,
 
 
 @SETTINGS
-@given(masks, spacings, st.sampled_from([(1.4, 1.2, 1.5), (1.0, 1.0, 1.0)]), st.sampled_from([8, 16, 32]))
-def test_crop_disc_never_crashes_and_never_cuts(mask, spacing, target, size):
-    crop, status, message = crop_disc(mask, spacing, target, size)
+@given(masks, spacings, st.sampled_from([(1.4, 1.2, 1.5), (1.0, 1.0, 1.0)]), st.sampled_from([8, 16, 32]), st.sampled_from(CROP_FRAMES))
+def test_crop_disc_never_crashes_and_never_cuts(mask, spacing, target, size, frame):
+    crop, status, message = crop_disc(mask, spacing, target, size, frame=frame)
     if not mask.any():
         assert crop is None and status == DiscStatus.TOO_SMALL
     elif crop is None:
@@ -106,7 +106,7 @@ def test_crop_disc_never_crashes_and_never_cuts(mask, spacing, target, size):
         assert status == DiscStatus.OK and crop.shape == (size,) * 3 and crop.dtype == np.uint8
         assert crop.any()
         # never cut: whatever reaches the crop's faces would also be there in a larger crop
-        bigger, _, _ = crop_disc(mask, spacing, target, size + 2)
+        bigger, _, _ = crop_disc(mask, spacing, target, size + 2, frame=frame)
         assert bigger.sum() == crop.sum()
 
 

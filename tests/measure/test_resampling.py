@@ -94,3 +94,31 @@ def test_crop_disc_methods_keep_the_centre_and_reject_unknown_ones():
         assert status == "ok" and np.array_equal(crop, nearest) and crop.any()
     with pytest.raises(ValueError, match="unknown mask resampling"):
         crop_disc(thick, (4.4, 0.5, 0.5), method="cubic")
+
+
+def test_disc_plane_crops_lay_a_tilted_disc_flat_and_keep_its_turn_in_the_plane():
+    """A disc tilted 30 degrees sagittally (and turned 8 degrees in its plane), cropped in the disc's frame,
+    is the crop of the same disc untilted; the scan's frame keeps the tilt. Known answer for the turn:
+    the normal is Rx(30) e_z, so the smallest turn onto it is Rx(30), and the 8 degrees stay."""
+    from rayspine.measure.geometry import measure_disc
+    from tests.phantoms import disc_phantom
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    target = (1.4, 1.2, 1.5)
+    flat = disc_phantom(9.0, 44.0, 32.0, transverse=8.0)
+    tilted = disc_phantom(9.0, 44.0, 32.0, sagittal=30.0, transverse=8.0)
+    want, _, _ = crop_disc(flat, (1.0, 1.0, 1.0), target, method="nearest")
+    unturned, _, _ = crop_disc(flat, (1.0, 1.0, 1.0), target, method="nearest", frame="disc_plane")
+    scan, _, _ = crop_disc(tilted, (1.0, 1.0, 1.0), target, method="nearest")
+    plane, status, _ = crop_disc(tilted, (1.0, 1.0, 1.0), target, method="nearest", frame="disc_plane")
+    assert status == "ok"
+    assert iou(unturned, want) > 0.97  # a flat disc is hardly turned
+    assert iou(plane, want) > 0.9 > 0.6 > iou(scan, want)
+    angles = measure_disc(plane.astype(bool), target)
+    assert abs(angles["sagittal_angle_deg"]) < 1.0 and abs(angles["coronal_angle_deg"]) < 1.0
+    assert angles["transverse_angle_deg"] == pytest.approx(8.0, abs=1.5)  # the crop grid alone moves it ~1 degree
+    assert measure_disc(scan.astype(bool), target)["sagittal_angle_deg"] == pytest.approx(30.0, abs=1.0)
+    with pytest.raises(ValueError, match="unknown crop frame"):
+        crop_disc(flat, (1.0, 1.0, 1.0), frame="vertebra")

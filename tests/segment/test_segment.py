@@ -116,6 +116,23 @@ def test_weight_average_ramps_its_decay_then_holds_it_and_copies_buffers():
     assert expected == pytest.approx(2.9837090909)  # decay 0.2 from the third update: 80 % of the way to 3 each step
 
 
+def test_boundary_term_charges_false_voxels_by_their_distance_from_the_outline():
+    from rayspine.config import SegConfig
+    from rayspine.segment.train import segmentation_loss
+
+    label = torch.zeros(1, 1, 32, 32, 32)
+    label[..., 14:18, 8:24, 8:24] = 1
+    logits = label * 20 - 10  # confident and right everywhere
+    near, far = logits.clone(), logits.clone()
+    near[..., 18, 8:24, 8:24] = 10  # a layer of 256 false voxels on the outline
+    far[..., 26, 8:24, 8:24] = 10  # the same 256, nine voxels away
+    paper = segmentation_loss(SegConfig())
+    assert float(paper(near, label)) == pytest.approx(float(paper(far, label)), abs=1e-6)  # BCE + Dice only count them
+    boundary = segmentation_loss(SegConfig(boundary_weight=1.0))
+    assert float(boundary(far, label)) > float(boundary(near, label)) + 0.05
+    assert float(boundary(near, label)) < float(paper(near, label))  # confident interior voxels are rewarded
+
+
 def test_mean_ci_brackets_the_mean_and_narrows_with_more_scans():
     rng = np.random.default_rng(0)
     few, many = rng.normal(0.9, 0.03, 8), rng.normal(0.9, 0.03, 200)
