@@ -67,6 +67,13 @@ class AveragedSegmenter:
         return mask_from_logits(self.card, prepared.with_voxels(logit(np.clip(prob, 1e-7, 1 - 1e-7))), volume)
 
 
+def summarise_arms(rows: list[dict], arms) -> dict:
+    """Per arm: mean Dice, IoU and disc-instance Dice over the held-out people, and levels right of labelled."""
+    return {arm: {m: statistics.fmean(r[arm][m] for r in rows) for m in ("dice", "iou", "dice_discs")}
+            | {"levels_correct": sum(r[arm].get("levels_correct", 0) for r in rows), "discs_labelled": sum(r[arm].get("discs_labelled", 0) for r in rows)}
+            for arm in arms}
+
+
 def ensemble_vs_final(work: Path) -> dict:
     from rayspine.config import Config
     from rayspine.runtime import init_ray
@@ -93,9 +100,7 @@ def ensemble_vs_final(work: Path) -> dict:
         singles = [evaluate(nets[(o,)], pair, cfg.discs)[0]["dice"] for o in others]
         rows.append({"held_out": held, "trained_on": others, "final": final, "ensemble": ensemble, "single_person_dice": singles})
         print(json.dumps(rows[-1], default=str), flush=True)
-    summary = {arm: {m: statistics.fmean(r[arm][m] for r in rows) for m in ("dice", "iou", "dice_discs")}
-               | {"levels_correct": sum(r[arm].get("levels_correct", 0) for r in rows), "discs_labelled": sum(r[arm].get("discs_labelled", 0) for r in rows)}
-               for arm in ("final", "ensemble")}
+    summary = summarise_arms(rows, ("final", "ensemble"))
     summary["paired_dice_gain_ensemble_minus_final"] = [r["ensemble"]["dice"] - r["final"]["dice"] for r in rows]
     return {"rows": rows, "summary": summary}
 
@@ -121,16 +126,14 @@ def variant_vs_default(work: Path, change: dict, tag: str) -> dict:
             row[arm]["fit_seconds"] = time.perf_counter() - started
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
-    summary = {arm: {m: statistics.fmean(r[arm][m] for r in rows) for m in ("dice", "iou", "dice_discs")}
-               | {"levels_correct": sum(r[arm].get("levels_correct", 0) for r in rows), "discs_labelled": sum(r[arm].get("discs_labelled", 0) for r in rows)}
-               for arm in arms}
+    summary = summarise_arms(rows, arms)
     summary[f"paired_dice_gain_{tag}_minus_default"] = [r[tag]["dice"] - r["default"]["dice"] for r in rows]
     return {"change": change, "rows": rows, "summary": summary}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="default /tmp/real-t2 (/tmp/real-t2-ensemble with --ensemble-vs-final)")
+    parser.add_argument("--work", type=Path, default=None, help="default /tmp/real-t2 (/tmp/real-t2-ensemble with --ensemble-vs-final or --variant)")
     parser.add_argument("--ensemble-vs-final", action="store_true", help="the shipped model's question, one level down (see above)")
     parser.add_argument("--variant", type=json.loads, default=None, help="a config fragment measured against the defaults (see above)")
     parser.add_argument("--tag", default="variant", help="the variant's name in the results and its fits' folder")
