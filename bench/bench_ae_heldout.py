@@ -49,7 +49,8 @@ def crops_path(work: Path, method: str) -> Path:
 
 
 def build_crops(method: str, work: Path) -> dict:
-    """Crops of every disc of the real masks, made by ``measure_mask`` with ``crop_resampling=method``."""
+    """Crops of every disc of the real masks, made by ``measure_mask`` with ``crop_resampling=method``;
+    a method ending in ``_disc_plane`` (``slices_disc_plane``) also tilts each disc flat (``crop_frame``)."""
     from rayspine.config import Config
     from rayspine.io.scans import read_scan
     from rayspine.measure.scan import measure_mask
@@ -58,7 +59,8 @@ def build_crops(method: str, work: Path) -> dict:
     if path.is_file():
         data = np.load(path)
         return {k: data[k] for k in data.files}
-    cfg = Config().replace(discs={"crop_resampling": method})
+    resampling, _, frame = method.partition("_")
+    cfg = Config().replace(discs={"crop_resampling": resampling, "crop_frame": frame or "scan"})
     crops, subjects, levels = [], [], []
     started = time.perf_counter()
     for file in sorted(MASKS.glob("subject_*.nii.gz")):
@@ -146,7 +148,7 @@ def cmd_ae(args) -> None:
         validation = crops[val]
     cfg = AEConfig(
         max_epochs=args.max_epochs, target_iou=args.target, augment=args.augment, augment_shift=args.shift,
-        augment_rotate_deg=args.rotate, augment_scale=args.scale, weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
+        augment_rotate_deg=args.rotate[0] if len(args.rotate) == 1 else tuple(args.rotate), augment_scale=args.scale, weight_decay=args.weight_decay, val_patience=args.val_patience, learning_rate=args.lr, lr_patience=args.lr_patience,
         seed=args.seed, eval_every=args.eval_every, lr_cosine=args.cosine,
         channels=tuple(int(c) for c in args.channels.split(",")), batch_size=args.batch_size,
     )
@@ -457,7 +459,7 @@ def main() -> None:
     a.add_argument("--inner-val", action="store_true", help="hold out inner-validation people (scored) without early stopping")
     a.add_argument("--weight-decay", type=float, default=0.0)
     a.add_argument("--augment", action="store_true", help="left-right flips")
-    a.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees about each axis")
+    a.add_argument("--rotate", type=float, nargs="+", default=[0.0], help="random rotations of up to this many degrees about each axis (or three limits, one per crop axis)")
     a.add_argument("--scale", type=float, default=0.0, help="random stretch of each axis by up to 1 +- this")
     a.add_argument("--shift", type=int, default=0, help="random roll of up to this many voxels per axis")
     a.add_argument("--lr", type=float, default=1e-3)

@@ -38,7 +38,7 @@ def run(work: Path, bottlenecks: list[int], max_epochs: int | None, max_minutes:
         paper_recipe: bool = False) -> dict:
     started = time.perf_counter()
     measured, sweep, interpret = work / "measured", work / "sweep", work / "interpret"
-    rayspine("measure", str(MASKS), "-o", str(measured))
+    rayspine("measure", str(MASKS), "-o", str(measured), *(["--config", str(config)] if config else []))  # its discs section: the crops
     rayspine("train-ae", str(measured), "-o", str(sweep), "--bottleneck", *map(str, bottlenecks), *(["--max-epochs", str(max_epochs)] if max_epochs else []),
              *(["--max-minutes", str(max_minutes)] if max_minutes else []), *(["--config", str(config)] if config else []),
              *(["--paper-recipe"] if paper_recipe else []))

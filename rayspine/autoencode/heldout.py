@@ -34,7 +34,7 @@ from ..runtime import cluster_capacity, init_ray, ray_map_as_completed
 from ..stats import mean_grouped_bootstrap_ci, mean_t_ci, overlap_scores
 from .baselines import baseline_predictions, subject_folds
 from .sweep import crops_frame, jsonable_config, load_crops, trial_resources
-from .train import train_autoencoder
+from .train import for_crop_frame, train_autoencoder
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["method", "bottleneck", "n_discs", "n_patients", "iou", "iou_lo", "iou_hi", "iou_people_lo", "iou_people_hi", "dice",
@@ -89,7 +89,7 @@ def run_heldout(crop_dirs: list[Path], out: Path, cfg: Config, folds: int = 5) -
     """Held-out reconstruction by person for ``cfg.ae.bottlenecks``; returns the summary table."""
     out = Path(out)
     (out / FOLDS_DIR).mkdir(parents=True, exist_ok=True)
-    crops_frame(crop_dirs)  # one frame, or refused
+    cfg = replace(cfg, ae=for_crop_frame(cfg.ae, crops_frame(crop_dirs)))  # one frame, or refused
     crops, meta = load_crops(crop_dirs)
     patients = meta["patient_id"].astype(str).to_numpy()
     splits = subject_folds(patients, folds)

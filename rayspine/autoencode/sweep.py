@@ -29,7 +29,7 @@ from ..io.store import read_crops_group, read_disc_crops, write_json_atomic, wri
 from ..runtime import cluster_capacity, init_ray
 from ..schema import USABLE_DISC_STATUSES
 from .infer import DEFAULT_FILE
-from .train import save_autoencoder, train_autoencoder, utc_now
+from .train import for_crop_frame, save_autoencoder, train_autoencoder, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,12 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
     out.mkdir(parents=True, exist_ok=True)
 
     frame = crops_frame(crop_dirs)
+    ae = for_crop_frame(cfg.ae, frame)  # what training uses; the card keeps the digest of the user's settings
     crops, meta = load_crops(crop_dirs)
-    held = split_heldout(meta, cfg.ae.heldout_fraction, cfg.ae.seed)
+    held = split_heldout(meta, ae.heldout_fraction, ae.seed)
     train, heldout = crops[~held], (crops[held] if held.any() else None)
     digest = data_hash(train, heldout)
-    ae_json = jsonable_config(cfg.ae)
+    ae_json = jsonable_config(ae)
     meta.assign(heldout=held).to_csv(out / "discs_used.csv", index=False)
     log.info("sweep: %d training discs, %d held out, bottlenecks %s", len(train), int(held.sum()), cfg.ae.bottlenecks)
 
@@ -209,7 +210,7 @@ def run_sweep(crop_dirs: list[Path], out: Path, cfg: Config, overwrite: bool = F
             _trial,
             train=train,
             heldout=heldout,
-            ae=cfg.ae,
+            ae=ae,
             out=str(out),
             spacing=tuple(cfg.grid.spacing_mm),
             crop_frame=frame,

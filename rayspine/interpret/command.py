@@ -78,8 +78,9 @@ def run_interpret(ae: Path, features: Path, out: Path, cfg: Config) -> list[Path
 
     sweep = sweep_table_of(Path(ae))  # convergence claims only for a model trained by a sweep
     claims = paper_claims(correlations, pd.read_csv(sweep) if sweep else None)
-    paths.append(write_json_atomic({**claims, "bottleneck_interpreted": model.bottleneck, "discs": len(discs)}, out / "paper_claims.json"))
-    paths.append(write_text_atomic(f"Bottleneck {model.bottleneck}, {len(discs)} discs.\n\n" + claims_markdown(claims, f"{len(discs)} discs"),
+    paths.append(write_json_atomic({**claims, "bottleneck_interpreted": model.bottleneck, "discs": len(discs), "crop_frame": model.crop_frame}, out / "paper_claims.json"))
+    frame = ", crops tilt-aligned (`discs.crop_frame` disc_plane)" if model.crop_frame == "disc_plane" else ""
+    paths.append(write_text_atomic(f"Bottleneck {model.bottleneck}, {len(discs)} discs{frame}.\n\n" + claims_markdown(claims, f"{len(discs)} discs"),
                                    out / "paper_claims.md"))
     return paths
 

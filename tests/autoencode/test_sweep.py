@@ -11,10 +11,11 @@ import torch
 
 from rayspine.autoencode.infer import load_autoencoder, with_crop_frame_of
 from rayspine.stats import iou_per_item as iou_per_disc
-from rayspine.config import Config
+from rayspine.config import AEConfig, Config
 from rayspine.io.cards import ModelCard
 from rayspine.io.store import write_crops_zarr
 from rayspine.autoencode.sweep import crops_frame, load_crops, run_sweep, split_heldout, trial_resources
+from rayspine.autoencode.train import for_crop_frame
 from tests.autoencode.test_train import disc_phantoms
 
 
@@ -61,6 +62,10 @@ def test_one_crop_frame_per_model_and_runs_make_crops_in_the_models_frame(tmp_pa
     assert with_crop_frame_of(Config(), card).discs.crop_frame == "disc_plane"
     old_card = ModelCard(kind="autoencoder", architecture="disc_ae", kwargs={}, spacing_mm=(1.4, 1.2, 1.5))
     assert with_crop_frame_of(Config().replace(discs={"crop_frame": "disc_plane"}), old_card).discs.crop_frame == "scan"
+    # Tilt-aligned crops are turned within the disc's plane only; three limits are taken as given.
+    assert for_crop_frame(AEConfig(augment_rotate_deg=7.0), "disc_plane").augment_rotate_deg == (0.0, 0.0, 7.0)
+    assert for_crop_frame(AEConfig(augment_rotate_deg=7.0), "scan").augment_rotate_deg == 7.0
+    assert for_crop_frame(AEConfig(augment_rotate_deg=(2.0, 0.0, 7.0)), "disc_plane").augment_rotate_deg == (2.0, 0.0, 7.0)
 
 
 def test_trial_resources_fit_all_trials_at_once():
@@ -97,6 +102,7 @@ def test_sweep_runs_trials_concurrently_and_writes_models(tmp_path, ray_local):
         assert card["kind"] == "autoencoder" and card["bottleneck"] == k and card["config_digest"] == cfg.digest()
         assert card["spacing_mm"] == [1.4, 1.2, 1.5] and card["metrics"]["epochs"] == 3
         assert card["crop_frame"] == "disc_plane"  # the frame its crops were made in, from measure.json
+        assert card["ae_config"]["augment_rotate_deg"] == [0.0, 0.0, 10.0]  # turned within the discs' plane only
         history = pd.read_csv(out / f"bn{k}" / "history.csv")  # the epoch curve (masks at 0.5) ending at the card's
         assert history["epoch"].tolist() == [1, 2, 3]  # figure, which is at the threshold fitted after training
         last, final = history["train_iou"].iloc[-1], card["metrics"]["train_iou"]

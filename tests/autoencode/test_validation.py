@@ -89,6 +89,21 @@ def test_affine_augmentation_turns_and_stretches_by_the_drawn_amounts():
     np.testing.assert_allclose(np.argwhere(stretched).mean(0), np.argwhere(slab).mean(0), atol=0.3)
 
 
+def test_per_axis_turn_limits_hold_each_axis_to_its_own():
+    slab = _slab()
+    # Turns about axis 2 (the slab's normal: a disc's transverse angle) never tilt it; turns about axis 0
+    # (its sagittal angle) do, by no more than their limit.
+    spins = [random_affine(slab, np.random.default_rng(seed), (0.0, 0.0, 40.0), 0.0) for seed in range(4)]
+    assert max(_normal_tilt_deg(c) for c in spins) < 1.0
+    assert any(not np.array_equal(c, slab) for c in spins)
+    tilts = [_normal_tilt_deg(random_affine(slab, np.random.default_rng(seed), (20.0, 0.0, 0.0), 0.0)) for seed in range(4)]
+    assert max(tilts) < 21.0 and max(tilts) > 5.0
+    # One limit is the same limit on every axis: the same draws, the same crops as three equal limits.
+    one = random_affine(slab, np.random.default_rng(7), 10.0, 0.1)
+    three = random_affine(slab, np.random.default_rng(7), (10.0, 10.0, 10.0), 0.1)
+    assert np.array_equal(one, three)
+
+
 def test_eval_every_scores_fewer_epochs_and_trains_the_same_weights(phantoms):
     base = dict(max_epochs=4, batch_size=2, target_iou=1.01, checkpoint_seconds=0.0)
     every = train_autoencoder(phantoms[:4], 3, AEConfig(**base), heldout=phantoms[4:])

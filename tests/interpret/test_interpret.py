@@ -161,6 +161,7 @@ def test_run_interpret_end_to_end_encodes_crops_when_table_has_no_latents(tmp_pa
                                        "paper_claims.json", "paper_claims.md"}
     claims = json.loads((tmp_path / "out" / "paper_claims.json").read_text())
     assert claims["convergence"] == {} and claims["discs"] == len(crops)  # not a sweep's model: no convergence rows
+    assert claims["crop_frame"] == "scan"  # the paper's crops; aligned ones are said so in the table's heading
     assert "one latent tracks ap_width_mm" in (tmp_path / "out" / "paper_claims.md").read_text()
 
     codes = model.encode(crops)
