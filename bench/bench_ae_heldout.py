@@ -213,7 +213,7 @@ def cmd_ae(args) -> None:
 def cmd_probe(args) -> None:
     """Data-level checks without training: the full linear span of the training discs (PCA with every
     component), and whether left-right mirrored copies of the training discs help PCA and the lookup."""
-    from rayspine.autoencode.train import flip_left_right
+    from rayspine.autoencode.augment import flip_left_right
 
     data = build_crops(args.method, Path(args.work))
     crops, subjects = data["crops"], data["subjects"]

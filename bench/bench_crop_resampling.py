@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rayspine.autoencode.train import flip_left_right  # noqa: E402
+from rayspine.autoencode.augment import flip_left_right  # noqa: E402
 from rayspine.config import Config  # noqa: E402
 from rayspine.measure.crops import crop_disc  # noqa: E402
 from rayspine.measure.instances import disc_instances  # noqa: E402

@@ -150,7 +150,7 @@ class AEConfig:
     # limit per crop axis (about the left-right, anterior-posterior and superior axes: the sagittal,
     # coronal and transverse angles of measure.geometry).
     augment_rotate_deg: float | tuple[float, float, float] = 10.0
-    augment_scale: float = 0.1  # > 0: and stretch each axis by a factor of up to 1 +- this (train.random_affine)
+    augment_scale: float = 0.1  # > 0: and stretch each axis by a factor of up to 1 +- this (augment.random_affine)
     lr_cosine: bool = True  # cosine decay of the learning rate to 0 over max_epochs (off: the paper's constant rate)
     calibrate_threshold: bool = True  # after training, the mask's probability threshold that fits the training crops best
     seed: int = 0

@@ -34,7 +34,8 @@ from ..runtime import cluster_capacity, init_ray, ray_map_as_completed
 from ..stats import mean_grouped_bootstrap_ci, mean_t_ci, overlap_scores
 from .baselines import baseline_predictions, subject_folds
 from .sweep import crops_frame, jsonable_config, load_crops, trial_resources
-from .train import for_crop_frame, train_autoencoder
+from .augment import for_crop_frame
+from .train import train_autoencoder
 
 log = logging.getLogger(__name__)
 SUMMARY_COLUMNS = ["method", "bottleneck", "n_discs", "n_patients", "iou", "iou_lo", "iou_hi", "iou_people_lo", "iou_people_hi", "dice",

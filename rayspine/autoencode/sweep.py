@@ -29,7 +29,8 @@ from ..io.store import read_crops_group, read_disc_crops, write_json_atomic, wri
 from ..runtime import cluster_capacity, init_ray
 from ..schema import USABLE_DISC_STATUSES
 from .infer import DEFAULT_FILE
-from .train import for_crop_frame, save_autoencoder, train_autoencoder, utc_now
+from .augment import for_crop_frame
+from .train import save_autoencoder, train_autoencoder, utc_now
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from rayspine.config import AEConfig, Config
 from rayspine.io.cards import ModelCard
 from rayspine.io.store import write_crops_zarr
 from rayspine.autoencode.sweep import crops_frame, load_crops, run_sweep, split_heldout, trial_resources
-from rayspine.autoencode.train import for_crop_frame
+from rayspine.autoencode.augment import for_crop_frame
 from tests.autoencode.test_train import disc_phantoms
 
 

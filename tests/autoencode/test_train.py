@@ -14,7 +14,8 @@ import torch
 
 from rayspine.autoencode.infer import load_autoencoder
 from rayspine.autoencode.train import save_autoencoder
-from rayspine.autoencode.train import evaluate_iou, flip_left_right, train_autoencoder
+from rayspine.autoencode.augment import flip_left_right
+from rayspine.autoencode.train import evaluate_iou, train_autoencoder
 from rayspine.stats import iou_per_item as iou_per_disc
 from rayspine.stats import mean_t_ci as mean_ci
 from rayspine.config import AEConfig

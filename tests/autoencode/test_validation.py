@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rayspine.autoencode.train import augment_batch, evaluate_iou, random_affine, train_autoencoder
+from rayspine.autoencode.augment import augment_batch, random_affine
+from rayspine.autoencode.train import evaluate_iou, train_autoencoder
 from rayspine.config import AEConfig
 from tests.autoencode.test_train import disc_phantoms
 

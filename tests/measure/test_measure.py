@@ -355,7 +355,7 @@ def test_thick_slice_l5s1_measures_like_the_1_mm_annotation_and_its_crop_agrees(
     0.04, 0.12 and 0.14 deg: the annotations' own difference, the crop method does not enter), and the
     shape-based crops of the two agree (IoU 0.92-0.93 with the thick one mirrored left-right, whose sign the
     thick masks do not record; nearest-neighbour crops 0.81-0.92: bench/crop_resampling.md)."""
-    from rayspine.autoencode.train import flip_left_right
+    from rayspine.autoencode.augment import flip_left_right
     from rayspine.io.scans import read_scan
     from tests.conftest import load_real_subject
 
