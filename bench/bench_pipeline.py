@@ -88,13 +88,14 @@ def run_options(n: int) -> argparse.ArgumentParser:
     parser.add_argument("--ae", type=Path)
     parser.add_argument("--n", type=int, default=n)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rayspine-bench")
+    parser.add_argument("--precision", default=Config().seg.inference_precision, help="seg.inference_precision (auto, float32, bfloat16)")
     return parser
 
 
 def run_loop(archive: Path, out: Path, seg: Path, ae: Path | None, cfg: Config) -> tuple[float, float]:
     """The same stage functions, one scan after another, in this process: (wall s, CPU s of all threads)."""
     started, cpu_started = time.perf_counter(), time.process_time()
-    segment = stages.SegmentScans(seg)
+    segment = stages.SegmentScans(seg, precision=cfg.seg.inference_precision)
     encode = stages.EncodeDiscs(ae) if ae else None
     card = stages.SegmentScans.card(seg)
     for row in index_archive(archive)[["scan_id", "patient_id", "site", "image_path"]].to_dict("records"):
@@ -122,9 +123,9 @@ def main() -> None:
     parser = run_options(n=32)
     parser.add_argument("--mode", choices=["loop", "pipeline", "both"], default="both")
     args = parser.parse_args()
-    cfg = Config()
+    cfg = Config().replace(seg={"inference_precision": args.precision})
     archive = archive_of(args.n, args.cache)
-    result = {"n": args.n, "cpus": psutil.cpu_count()}
+    result = {"n": args.n, "cpus": psutil.cpu_count(), "precision": args.precision}
     if args.mode in ("loop", "both"):
         out = Path(tempfile.mkdtemp(prefix="loop-"))
         with PeakMemory() as memory:

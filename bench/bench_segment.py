@@ -6,6 +6,7 @@ cost does not depend on their values. Reports wall and process-CPU seconds, sinc
 inflates wall time; the load average is printed beside them.
 
     .venv/bin/python bench/bench_segment.py [--scans 3] [--threads 2] [--networks unet segresnet swinunetr]
+        [--precision float32 auto]   (seg.inference_precision: auto is bfloat16 on a GPU or an AMX CPU)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--networks", nargs="+", default=["unet", "segresnet", "swinunetr"])
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--precision", nargs="+", default=["auto"], help="seg.inference_precision values to time, each in turn")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -42,9 +44,9 @@ def main() -> None:
         synthesize_archive(Path(tmp), patients=args.scans, sites=min(3, args.scans), seed=0, size="full")
         scans = [read_scan(p) for p in index_archive(tmp)["image_path"]]
     results = []
-    for name in args.networks:
+    for name, precision in ((n, p) for n in args.networks for p in args.precision):
         net = build_segmentation_net(name, cfg.seg)
-        segmenter = Segmenter(net, make_card(*network_spec(name, cfg.seg), cfg), device=args.device)
+        segmenter = Segmenter(net, make_card(*network_spec(name, cfg.seg), cfg), device=args.device, precision=precision)
         segmenter.predict(scans[0])  # warm-up (allocator, MONAI imports)
         walls, cpus = [], []
         for scan in scans:
@@ -55,6 +57,8 @@ def main() -> None:
         row = {
             "network": name,
             "device": str(segmenter.device),
+            "precision": precision,
+            "bfloat16": segmenter.bfloat16,
             "threads": args.threads,
             "scans": len(scans),
             "shape": list(scans[0].shape),

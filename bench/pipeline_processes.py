@@ -60,7 +60,7 @@ def main() -> None:
     sampler.start()
     out = Path(tempfile.mkdtemp(prefix="processes-")) / "out"
     started = time.perf_counter()
-    run_pipeline(archive, out, seg_dir=args.seg, ae_dir=args.ae, cfg=Config(), report=False)
+    run_pipeline(archive, out, seg_dir=args.seg, ae_dir=args.ae, cfg=Config().replace(seg={"inference_precision": args.precision}), report=False)
     wall = time.perf_counter() - started
     stop.set()
     sampler.join()

@@ -56,7 +56,7 @@ def main() -> None:
     init_ray()
     out = Path(tempfile.mkdtemp(prefix="timeline-")) / "out"
     started = time.time()
-    run_pipeline(archive, out, seg_dir=args.seg, ae_dir=args.ae, cfg=Config(), report=False)
+    run_pipeline(archive, out, seg_dir=args.seg, ae_dir=args.ae, cfg=Config().replace(seg={"inference_precision": args.precision}), report=False)
     print(f"run_pipeline: {time.time() - started:.1f} s")
     trace = out.parent / "timeline.json"
     ray.timeline(filename=str(trace))

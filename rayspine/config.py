@@ -122,6 +122,11 @@ class SegConfig:
     # synthetic or real); it must have this network, grid and normalisation. "": random weights.
     init_from: str = ""
     sw_overlap: float = 0.25  # sliding-window overlap at inference
+    # The network's arithmetic at inference (segment.infer.runs_in_bfloat16): "auto" is bfloat16 on a GPU
+    # and on CPUs with bfloat16 matrix units (Intel AMX, AVX512-BF16), float32 on other CPUs; or
+    # "float32" / "bfloat16" everywhere. On an AMX CPU bfloat16 takes the network from 0.28 to 0.12 s per
+    # scan, held-out Dice within 0.0003 of float32's (bench/segment.md, session 17). Training stays float32.
+    inference_precision: str = "auto"
     threshold: float = 0.5
     max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity normalisation

@@ -18,7 +18,7 @@ from rayspine.pipeline.stages import SegmentScans
 class OracleSegmentScans(SegmentScans):
     delay_s = 0.0
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, precision: str = "auto"):
         import ray
 
         self.archive = Path(model_dir)  # the archive itself stands in for a model folder

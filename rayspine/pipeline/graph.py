@@ -59,6 +59,9 @@ def run_pipeline(
     interpretation figures at the end). ``retry_failed`` scores again the scans a previous run
     failed; ``fail_at`` ({stage: scan_id}) raises on purpose in that stage, for the fault tests.
     """
+    from ..segment.infer import check_precision
+
+    check_precision(cfg.seg.inference_precision)  # a wrong name stops the run here, not in each actor
     out = Path(out)
     if ae_dir is not None:  # crops as the autoencoder learnt them, whatever the config says
         from ..autoencode.infer import read_autoencoder_card, with_crop_frame_of
@@ -143,7 +146,8 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
     # not by the number of model actors. Half a CPU each also keeps Ray from fusing them into the actors.
     cpu_tasks = ray.data.TaskPoolStrategy(size=None)
     dataset = dataset.map(stages.load_scan, fn_kwargs={"cfg": cfg, "seg_card": seg_card, "fail_at": fail_at}, compute=cpu_tasks, **cpu_task_args(cfg))
-    dataset = _model_pool(dataset, _with_faults(segment_stage, fail_at), seg_dir, seg_plan, cfg.pipeline.batch_size)
+    dataset = _model_pool(dataset, _with_faults(segment_stage, fail_at), seg_dir, seg_plan, cfg.pipeline.batch_size,
+                          precision=cfg.seg.inference_precision)
     measure_kwargs = {"out": str(out), "cfg": cfg, "seg_card": seg_card, "attempt": attempt, "keep_crops": ae_plan is not None, "fail_at": fail_at}
     # A whole block per call (batch_size None): its crops are written as one Zarr group, not one per scan.
     dataset = dataset.map_batches(stages.measure_and_store, fn_kwargs=measure_kwargs, batch_size=None, batch_format="numpy", compute=cpu_tasks, **cpu_task_args(cfg))
@@ -152,13 +156,13 @@ def build_graph(index: Path, out: Path, seg_dir: Path, ae_dir: Path | None, cfg:
     return dataset
 
 
-def _model_pool(dataset, stage: type, model_dir: Path, plan, batch_size: int):
-    """A model stage as an actor pool of ``plan.min_size`` to ``plan.max_size`` actors. Each asks for its
-    GPU share, so an autoscaler launches GPU nodes for them; placement on chosen nodes goes through
-    custom resources (``PoolPlan.resources``)."""
+def _model_pool(dataset, stage: type, model_dir: Path, plan, batch_size: int, **options):
+    """A model stage as an actor pool of ``plan.min_size`` to ``plan.max_size`` actors, each constructed
+    as ``stage(model_dir, **options)``. Each asks for its GPU share, so an autoscaler launches GPU nodes
+    for them; placement on chosen nodes goes through custom resources (``PoolPlan.resources``)."""
     return dataset.map_batches(
         stage,
-        fn_constructor_kwargs={"model_dir": model_dir},
+        fn_constructor_kwargs={"model_dir": model_dir, **options},
         batch_size=batch_size,
         batch_format="numpy",
         compute=plan.strategy(),

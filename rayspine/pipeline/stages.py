@@ -69,12 +69,12 @@ def load_scan(row: dict, cfg: Config, seg_card: ModelCard, fail_at: dict | None 
 class SegmentScans:
     """Model actor: the segmenter is loaded once, then gives each scan's logits on the network's grid."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, precision: str = "auto"):
         import ray
 
         from ..segment.infer import Segmenter
 
-        self.segmenter = Segmenter.load(model_dir)
+        self.segmenter = Segmenter.load(model_dir, precision=precision)
         self.node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         # Warm before the first batch (Ray Data sends none until the actor is constructed): one patch
         # through the network pays torch's first-call costs (kernels, allocator, autotuning) here.

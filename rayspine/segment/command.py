@@ -24,7 +24,7 @@ from ..io.store import write_json_atomic
 from ..runtime import init_ray
 from ..stats import mean_bootstrap_ci
 from .data import patient_folds, prepare_pair, split_patients
-from .infer import Segmenter, evaluate, make_card
+from .infer import Segmenter, check_precision, evaluate, make_card
 from .networks import network_spec
 from .train import fit_prepared, initial_weights
 
@@ -117,6 +117,7 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     left as it is (its metrics are returned) unless ``overwrite``.
     """
     start = time.perf_counter()
+    check_precision(cfg.seg.inference_precision)  # the test scans are scored after training: fail first
     out = Path(out)
     storage = out / "ray_results"
     if overwrite:
@@ -150,7 +151,8 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
         where = storage if protocol == "hold-out" else storage / f"fold{k}"
         fitted = fit_prepared([refs[s] for s in split["train"] if s in refs], [refs[s] for s in split["val"] if s in refs], cfg, where)
         net, outcome, (name, kwargs) = fitted
-        scores = _test(Segmenter(net, make_card(name, kwargs, cfg)), [by_id.loc[s] for s in split["test"]], cfg)
+        tester = Segmenter(net, make_card(name, kwargs, cfg), precision=cfg.seg.inference_precision)
+        scores = _test(tester, [by_id.loc[s] for s in split["test"]], cfg)
         for row in scores:
             row["fold"] = k
         per_scan += scores
@@ -189,6 +191,7 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     for row in per_scan:
         row["site"] = str(by_id.loc[row["scan_id"], "site"])
     metrics = _metrics(name, protocol, folds, shipped, per_scan, splits, test_site, cfg, time.perf_counter() - start)
+    metrics["test_inference_precision"] = "bfloat16" if tester.bfloat16 else "float32"  # what scored the test scans
     card_metrics = {k: metrics[k] for k in ("test_iou", "test_dice", "protocol", "test_protocol")}
     save_model(out, segmenter.net.state_dict(), card.with_metrics(card_metrics))
     write_json_atomic(metrics, out / METRICS_FILE)

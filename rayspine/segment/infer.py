@@ -32,23 +32,24 @@ def read_segmenter_card(model_dir: str | Path) -> ModelCard:
 class Segmenter:
     """A trained network with the preprocessing its card prescribes; load once, predict per scan."""
 
-    def __init__(self, net, card: ModelCard, device: str | None = None):
+    def __init__(self, net, card: ModelCard, device: str | None = None, precision: str = "auto"):
         import torch
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.net = net.to(self.device).eval()
         self.card = card
+        self.bfloat16 = runs_in_bfloat16(precision, self.device)
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None) -> Segmenter:
+    def load(cls, model_dir: str | Path, device: str | None = None, precision: str = "auto") -> Segmenter:
         """Validate the card, rebuild the network it names and load its safetensors weights."""
         net, card = load_network(model_dir, SEGMENTER)
-        return cls(net, card, device)
+        return cls(net, card, device, precision)
 
     def logits(self, prepared: Volume) -> Volume:
         """Sliding-window logits on the network's grid for an input made by ``prepare_input``."""
         card = self.card
-        logits = predict_logits(self.net, prepared.voxels, card["patch_size"], card.get("sw_overlap", 0.25), self.device)
+        logits = predict_logits(self.net, prepared.voxels, card["patch_size"], card.get("sw_overlap", 0.25), self.device, self.bfloat16)
         return prepared.with_voxels(logits)
 
     def predict(self, volume: Volume) -> Volume:
@@ -56,18 +57,46 @@ class Segmenter:
         return mask_from_logits(self.card, self.logits(prepare_input(self.card, volume)), volume)
 
 
-def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device) -> np.ndarray:
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"seg.inference_precision is {precision!r}: one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def runs_in_bfloat16(precision: str, device) -> bool:
+    """Whether the network runs under bfloat16 autocast (``SegConfig.inference_precision``).
+
+    ``auto``: on a GPU, and on a CPU with bfloat16 matrix instructions (Intel AMX or AVX512-BF16), where
+    oneDNN's bfloat16 convolutions take about half the time of float32 ones (bench/segment.md); float32 on
+    other CPUs, which would only emulate bfloat16.
+    """
+    import torch
+
+    if check_precision(precision) != "auto":
+        return precision == "bfloat16"
+    if torch.device(device).type == "cuda":
+        return True
+    # torch.cpu's feature probes are underscored but are what torch's own CPU autocast tests use.
+    probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device, bfloat16: bool | None = None) -> np.ndarray:
     """Sliding-window logits ``(X, Y, Z)`` float32 for a prepared ``(X, Y, Z)`` image (MONAI, Gaussian blend).
 
-    Runs under ``torch.inference_mode``, with bfloat16 autocast on a GPU (mixed precision).
+    Runs under ``torch.inference_mode``, with bfloat16 autocast when ``bfloat16`` (None: on a GPU only).
     """
     import torch
     from monai.inferers import sliding_window_inference
 
     # A read-only input (an array from Ray's object store) is copied: torch does not take non-writable arrays.
     x = torch.as_tensor(np.require(image, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]), device=device)[None, None]
-    cuda = torch.device(device).type == "cuda"
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    kind = torch.device(device).type
+    enabled = kind == "cuda" if bfloat16 is None else bfloat16
+    with torch.inference_mode(), torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled):
         logits = sliding_window_inference(
             x, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=4, predictor=net, overlap=overlap, mode="gaussian"
         )

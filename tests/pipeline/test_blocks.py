@@ -117,6 +117,6 @@ def test_the_segmentation_actor_is_warm_before_its_first_batch(monkeypatch, tmp_
             calls.append(prepared.voxels.shape)
             return prepared
 
-    monkeypatch.setattr(infer.Segmenter, "load", classmethod(lambda cls, model_dir, device=None: Fake()))
+    monkeypatch.setattr(infer.Segmenter, "load", classmethod(lambda cls, model_dir, device=None, precision="auto": Fake()))
     SegmentScans(tmp_path)
     assert calls == [(8, 12, 16)]

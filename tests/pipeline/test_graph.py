@@ -116,6 +116,12 @@ def test_rerun_adds_no_rows_and_overwrite_starts_afresh(archive, tmp_path, ray_l
     assert len(_tables(out)[1]) == len(first_discs)
 
 
+def test_refuses_an_unknown_inference_precision_before_writing_anything(archive, tmp_path):
+    with pytest.raises(ValueError, match="inference_precision is 'fp16'"):
+        run_pipeline(archive, tmp_path / "out", seg_dir=archive, cfg=CFG.replace(seg={"inference_precision": "fp16"}), segment_stage=oracle.OracleSegmentScans)
+    assert not (tmp_path / "out").exists()
+
+
 def test_refuses_an_unrelated_non_empty_folder(archive, tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(FileExistsError):

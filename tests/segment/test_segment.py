@@ -240,6 +240,51 @@ def test_predict_returns_the_disc_on_the_scans_own_oblique_grid():
     assert iou_dice(pred.voxels, truth.voxels > 0)[1] > 0.95
 
 
+class _ConvOracle(torch.nn.Module):
+    """The oracle's threshold as a 1x1x1 convolution (autocast runs convolutions in bfloat16), noting the
+    dtype its output had."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(10.0)
+            self.conv.bias.fill_(-10.0)
+        self.dtypes = set()
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.dtypes.add(y.dtype)
+        return y
+
+
+def test_bfloat16_inference_runs_the_network_in_bfloat16_and_keeps_the_mask():
+    cfg = Config()
+    truth = oblique_scan()
+    image = truth.with_voxels((truth.voxels > 0) * 300.0 + 20.0)
+    masks = {}
+    for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        net = _ConvOracle()
+        masks[precision] = Segmenter(net, make_card("unet", {}, cfg), device="cpu", precision=precision).predict(image).voxels
+        assert net.dtypes == {dtype}
+    assert iou_dice(masks["bfloat16"], truth.voxels > 0)[1] > 0.95
+    assert iou_dice(masks["bfloat16"], masks["float32"])[1] > 0.99
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    from rayspine.segment.infer import runs_in_bfloat16
+
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+    assert not runs_in_bfloat16("auto", "cpu")
+    assert runs_in_bfloat16("auto", "cuda")  # the device's type decides; no GPU needed to ask
+    assert runs_in_bfloat16("bfloat16", "cpu") and not runs_in_bfloat16("float32", "cuda")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert runs_in_bfloat16("auto", "cpu")
+    with pytest.raises(ValueError, match="one of auto, float32, bfloat16"):
+        runs_in_bfloat16("float16", "cpu")
+
+
 def test_load_refuses_foreign_cards_mismatched_and_pickled_weights(tmp_path):
     cfg = Config()
     name, kwargs = network_spec("unet", Config().replace(seg={"feature_size": 4}).seg)
@@ -365,10 +410,11 @@ def test_train_segmenter_cross_validates_a_small_archive_and_ships_a_final_fit(t
     from rayspine.io.cards import read_card
     from rayspine.segment.command import train_segmenter
 
-    cfg = Config().replace(seg={**TINY, "cv_folds": 2})
+    cfg = Config().replace(seg={**TINY, "cv_folds": 2, "inference_precision": "bfloat16"})
     out = tmp_path / "cv"
     metrics = train_segmenter(tiny_archive, out, cfg)
     assert metrics["protocol"] == "cross-validation" and "2-fold" in metrics["test_protocol"]
+    assert metrics["test_inference_precision"] == "bfloat16"  # as asked, whatever this CPU has
     # every labelled scan is tested exactly once, out of fold
     assert sorted(r["scan_id"] for r in metrics["per_scan"]) == [f"{p}_t1" for p in range(1, 5)]
     assert len(metrics["folds"]) == 2 and {r["fold"] for r in metrics["per_scan"]} == {0, 1}
