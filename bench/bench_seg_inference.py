@@ -52,7 +52,7 @@ def fold_network(model: Path, fold: int, architecture: dict, cfg: Config) -> Seg
 
 def flipped_probabilities(seg: Segmenter, voxels: np.ndarray) -> dict[str, np.ndarray]:
     def probability(x):
-        logits = predict_logits(seg.net, np.ascontiguousarray(x), seg.card["patch_size"], seg.card["sw_overlap"], seg.device)
+        logits = predict_logits(seg.net, np.ascontiguousarray(x), seg.card["patch_size"], seg.card["sw_overlap"], seg.device, seg.bfloat16)
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
 
     plain = probability(voxels)

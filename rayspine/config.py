@@ -123,10 +123,14 @@ class SegConfig:
     init_from: str = ""
     sw_overlap: float = 0.25  # sliding-window overlap at inference
     # The network's arithmetic at inference (segment.infer.runs_in_bfloat16): "auto" is bfloat16 on a GPU
-    # and on CPUs with bfloat16 matrix units (Intel AMX, AVX512-BF16), float32 on other CPUs; or
-    # "float32" / "bfloat16" everywhere. On an AMX CPU bfloat16 takes the network from 0.28 to 0.12 s per
-    # scan, held-out Dice within 0.0003 of float32's (bench/segment.md, session 17). Training stays float32.
+    # and on CPUs with bfloat16 matrix units (Intel AMX, AVX512-BF16), float32 on other CPUs; "gpu"
+    # bfloat16 on a GPU only; or "float32" / "bfloat16" everywhere. On an AMX CPU bfloat16 takes the
+    # network from 0.28 to 0.12 s per scan, held-out Dice within 0.0003 of float32's (bench/segment.md).
     inference_precision: str = "auto"
+    # The same choice for training (autocast runs the network; Adam's weights and the loss stay float32).
+    # "gpu", as before: on an AMX CPU bfloat16 makes a step 2.4x faster but real-T2 fits no faster (their
+    # epochs are augmentation) and 0.003 lower on unseen people (bench/segment.md, session 17).
+    train_precision: str = "gpu"
     threshold: float = 0.5
     max_minutes: float = 0.0  # training-time budget (0: none); the epoch that spends it is the last
     clip_percentiles: tuple[float, float] = (0.5, 99.5)  # robust intensity normalisation

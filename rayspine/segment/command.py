@@ -117,6 +117,7 @@ def train_segmenter(archive: Path, out: Path, cfg: Config, test_site: str | None
     left as it is (its metrics are returned) unless ``overwrite``.
     """
     start = time.perf_counter()
+    check_precision(cfg.seg.train_precision, "seg.train_precision")
     check_precision(cfg.seg.inference_precision)  # the test scans are scored after training: fail first
     out = Path(out)
     storage = out / "ray_results"

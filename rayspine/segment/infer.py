@@ -57,46 +57,47 @@ class Segmenter:
         return mask_from_logits(self.card, self.logits(prepare_input(self.card, volume)), volume)
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = ("auto", "gpu", "float32", "bfloat16")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str, setting: str = "seg.inference_precision") -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"seg.inference_precision is {precision!r}: one of {', '.join(PRECISIONS)}")
+        raise ValueError(f"{setting} is {precision!r}: one of {', '.join(PRECISIONS)}")
     return precision
 
 
 def runs_in_bfloat16(precision: str, device) -> bool:
-    """Whether the network runs under bfloat16 autocast (``SegConfig.inference_precision``).
+    """Whether the network runs under bfloat16 autocast (``SegConfig.inference_precision``, ``train_precision``).
 
     ``auto``: on a GPU, and on a CPU with bfloat16 matrix instructions (Intel AMX or AVX512-BF16), where
     oneDNN's bfloat16 convolutions take about half the time of float32 ones (bench/segment.md); float32 on
-    other CPUs, which would only emulate bfloat16.
+    other CPUs, which would only emulate bfloat16. ``gpu``: on a GPU only.
     """
     import torch
 
-    if check_precision(precision) != "auto":
+    if check_precision(precision) in ("float32", "bfloat16"):
         return precision == "bfloat16"
     if torch.device(device).type == "cuda":
         return True
+    if precision == "gpu":
+        return False
     # torch.cpu's feature probes are underscored but are what torch's own CPU autocast tests use.
     probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(probe is not None and probe() for probe in probes)
 
 
-def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device, bfloat16: bool | None = None) -> np.ndarray:
+def predict_logits(net, image: np.ndarray, patch_size, overlap: float, device, bfloat16: bool = False) -> np.ndarray:
     """Sliding-window logits ``(X, Y, Z)`` float32 for a prepared ``(X, Y, Z)`` image (MONAI, Gaussian blend).
 
-    Runs under ``torch.inference_mode``, with bfloat16 autocast when ``bfloat16`` (None: on a GPU only).
+    Runs under ``torch.inference_mode``, the network under bfloat16 autocast when ``bfloat16``
+    (``runs_in_bfloat16``); the windows are blended in float32.
     """
     import torch
     from monai.inferers import sliding_window_inference
 
     # A read-only input (an array from Ray's object store) is copied: torch does not take non-writable arrays.
     x = torch.as_tensor(np.require(image, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]), device=device)[None, None]
-    kind = torch.device(device).type
-    enabled = kind == "cuda" if bfloat16 is None else bfloat16
-    with torch.inference_mode(), torch.autocast(kind, dtype=torch.bfloat16, enabled=enabled):
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bfloat16):
         logits = sliding_window_inference(
             x, roi_size=tuple(int(p) for p in patch_size), sw_batch_size=4, predictor=net, overlap=overlap, mode="gaussian"
         )

@@ -29,7 +29,7 @@ from ..errors import ModelFileError
 from ..io import cards
 from ..stats import iou_dice
 from ..volume import Volume
-from .infer import predict_logits
+from .infer import predict_logits, runs_in_bfloat16
 
 WEIGHTS, BEST, OPTIMIZER, STATE = "model.safetensors", "best.safetensors", "optimizer.pt", "state.json"
 AVERAGE = "average.safetensors"
@@ -125,12 +125,13 @@ def train_loop_per_worker(config: dict) -> None:
     # A worker may hold a GPU that torch cannot see (Ray's fake autoscaler advertises GPUs a CPU-only
     # machine does not have): then it computes on the CPU.
     device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    cuda = device.type == "cuda"
+    bfloat16 = runs_in_bfloat16(seg.train_precision, device)
 
     # The object store holds the prepared arrays once; each rank fetches and trains on its share only.
     train_items = [_writable(item) for item in ray.get(own_share(config["train_refs"], rank, world))]
     val_items = [_writable(item) for item in ray.get(config["val_refs"][rank::world])]
-    placement = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+    placement = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                 "precision": "bfloat16" if bfloat16 else "float32"}
     workers = [None] * world
     if world > 1:
         torch.distributed.all_gather_object(workers, placement)
@@ -180,8 +181,9 @@ def train_loop_per_worker(config: dict) -> None:
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device).float()
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = loss_fn(net(image), label)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):
+                logits = net(image)
+            loss = loss_fn(logits.float(), label)  # the loss in float32 whatever the network ran in
             loss.backward()
             optimizer.step()
             if average is not None:
@@ -233,9 +235,11 @@ def _validate(net, items: list[dict], seg: SegConfig, device, world: int) -> flo
     import torch
 
     net.eval()
+    bfloat16 = runs_in_bfloat16(seg.inference_precision, device)
     ious = [
-        # No window overlap here: early stopping needs a consistent score, not the last 0.1% of Dice.
-        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, 0.0, device) > 0, item["label"][0] > 0.5)[0]
+        # No window overlap here: early stopping needs a consistent score, not the last 0.1% of Dice. The
+        # network runs as it will at inference (seg.inference_precision).
+        iou_dice(predict_logits(_unwrap(net), item["image"][0], seg.patch_size, 0.0, device, bfloat16) > 0, item["label"][0] > 0.5)[0]
         for item in items
     ]
     total = torch.tensor([sum(ious), len(ious)], dtype=torch.float64, device=device)

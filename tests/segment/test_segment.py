@@ -281,7 +281,8 @@ def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
     assert runs_in_bfloat16("bfloat16", "cpu") and not runs_in_bfloat16("float32", "cuda")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert runs_in_bfloat16("auto", "cpu")
-    with pytest.raises(ValueError, match="one of auto, float32, bfloat16"):
+    assert runs_in_bfloat16("gpu", "cuda") and not runs_in_bfloat16("gpu", "cpu")  # training's default
+    with pytest.raises(ValueError, match="one of auto, gpu, float32, bfloat16"):
         runs_in_bfloat16("float16", "cpu")
 
 
@@ -374,6 +375,23 @@ def test_train_segmenter_writes_a_model_that_predicts_on_the_scan_grid(tiny_arch
         train_segmenter(tiny_archive, tmp_path / "wider", start_cfg.replace(seg={"feature_size": 8}), test_site="site2")
 
 
+
+def test_training_runs_in_the_precision_asked_for(tiny_archive, tmp_path, ray_local):
+    from rayspine.io.archive import index_archive
+    from rayspine.segment.command import prepared_refs
+    from rayspine.segment.train import fit_prepared
+
+    cfg = Config().replace(seg={**TINY, "max_epochs": 1})
+    rows = [r for r in index_archive(tiny_archive).itertuples() if r.site == "site1"]
+    refs = prepared_refs(rows[:1], cfg)
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        _, outcome, _ = fit_prepared(refs, [], cfg.replace(seg={"train_precision": precision}), tmp_path / precision)
+        assert {w["precision"] for w in outcome.workers} == {precision}
+        losses[precision] = outcome.history[0]["loss"]
+    # The same seed, patches and start: only the network's arithmetic differs, a little.
+    assert losses["float32"] != losses["bfloat16"] and abs(losses["float32"] - losses["bfloat16"]) < 0.05 * losses["float32"]
+
 def test_folds_test_every_patient_once_and_never_train_on_it():
     from rayspine.segment.data import patient_folds
 
@@ -415,6 +433,7 @@ def test_train_segmenter_cross_validates_a_small_archive_and_ships_a_final_fit(t
     metrics = train_segmenter(tiny_archive, out, cfg)
     assert metrics["protocol"] == "cross-validation" and "2-fold" in metrics["test_protocol"]
     assert metrics["test_inference_precision"] == "bfloat16"  # as asked, whatever this CPU has
+    assert {w["precision"] for w in metrics["shipped"]["workers"]} == {"float32"}  # training: bfloat16 on a GPU only
     # every labelled scan is tested exactly once, out of fold
     assert sorted(r["scan_id"] for r in metrics["per_scan"]) == [f"{p}_t1" for p in range(1, 5)]
     assert len(metrics["folds"]) == 2 and {r["fold"] for r in metrics["per_scan"]} == {0, 1}
