@@ -81,7 +81,7 @@ def runs_in_bfloat16(precision: str, device) -> bool:
         return True
     if precision == "gpu":
         return False
-    # torch.cpu's feature probes are underscored but are what torch's own CPU autocast tests use.
+    # torch.cpu's feature probes are private (underscored) but the only ones torch has; a missing one says no.
     probes = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(probe is not None and probe() for probe in probes)
 
